@@ -1,0 +1,3 @@
+fn main() {
+    println!("wanda-ipfs {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,2 @@
+//! UnixFS: turning bytes and directory trees into dag-pb/raw blocks exactly as
+//! Kubo's `ipfs add` does, and reading them back.
