@@ -1,2 +1,4 @@
 //! UnixFS: turning bytes and directory trees into dag-pb/raw blocks exactly as
 //! Kubo's `ipfs add` does, and reading them back.
+
+pub mod pb;
