@@ -1,4 +1,7 @@
 //! UnixFS: turning bytes and directory trees into dag-pb/raw blocks exactly as
 //! Kubo's `ipfs add` does, and reading them back.
 
+pub mod options;
 pub mod pb;
+
+pub use options::{Chunker, ImportOptions, Layout};
