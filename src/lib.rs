@@ -6,6 +6,7 @@
 
 pub mod block;
 pub mod blockstore;
+pub mod car;
 pub mod unixfs;
 
 /// Protobuf messages compiled from `proto/` by build.rs.
