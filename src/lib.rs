@@ -7,6 +7,7 @@
 pub mod block;
 pub mod blockstore;
 pub mod car;
+pub mod config;
 pub mod unixfs;
 
 /// Protobuf messages compiled from `proto/` by build.rs.

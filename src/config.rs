@@ -1,0 +1,272 @@
+//! Configuration: typed, defaulted, strict, layered.
+//!
+//! Precedence: built-in defaults < TOML file < `WANDA_<SECTION>_<KEY>`
+//! environment variables < command-line flags (applied by `cli`). Unknown keys
+//! are errors, so a typo does not silently fall back to a default. Environment
+//! lookups go through a closure so tests never touch the process environment.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::unixfs::options::{self, Chunker, ImportOptions, Layout};
+
+/// The shipped example configuration, also the default.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "WANDA_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub import: ImportConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Defaults of `add` (Kubo's `Import.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// 0 or 1. Default 0.
+    #[serde(default)]
+    pub cid_version: u64,
+    /// Default: false for CIDv0, true for CIDv1.
+    #[serde(default)]
+    pub raw_leaves: Option<bool>,
+    /// `size-N`. Default `size-262144`.
+    #[serde(default = "default_chunker")]
+    pub chunker: String,
+    /// `balanced` or `trickle`. Default `balanced`.
+    #[serde(default = "default_layout")]
+    pub layout: String,
+    /// Only `sha2-256`.
+    #[serde(default = "default_hash")]
+    pub hash: String,
+    /// Default 262144.
+    #[serde(default = "default_shard_threshold")]
+    pub shard_threshold: usize,
+}
+
+fn default_chunker() -> String {
+    Chunker::default().to_string()
+}
+fn default_layout() -> String {
+    "balanced".into()
+}
+fn default_hash() -> String {
+    "sha2-256".into()
+}
+fn default_shard_threshold() -> usize {
+    options::DEFAULT_SHARD_THRESHOLD
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        ImportConfig {
+            cid_version: 0,
+            raw_leaves: None,
+            chunker: default_chunker(),
+            layout: default_layout(),
+            hash: default_hash(),
+            shard_threshold: default_shard_threshold(),
+        }
+    }
+}
+
+impl ImportConfig {
+    /// The import options these settings describe.
+    pub fn to_options(&self) -> Result<ImportOptions, Error> {
+        let invalid = |e: options::OptionsError| Error::Invalid(format!("import: {e}"));
+        options::check_hash(&self.hash).map_err(invalid)?;
+        let mut o = ImportOptions::default()
+            .with_cid_version(self.cid_version, self.raw_leaves)
+            .map_err(invalid)?;
+        o.chunker = self.chunker.parse().map_err(invalid)?;
+        o.layout = parse_layout(&self.layout)?;
+        o.shard_threshold = self.shard_threshold;
+        Ok(o)
+    }
+}
+
+pub fn parse_layout(s: &str) -> Result<Layout, Error> {
+    match s {
+        "balanced" => Ok(Layout::Balanced),
+        "trickle" => Ok(Layout::Trickle),
+        other => Err(Error::Invalid(format!(
+            "layout '{other}' is unknown: use balanced or trickle"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter. Default `info`.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse(DEFAULT_TOML, "built-in default", |_| None)
+            .expect("the embedded default config parses")
+    }
+}
+
+impl Config {
+    /// Parses `text`, then applies environment overrides from `env`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, Error> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        apply_env(&mut table, &env)?;
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Parse {
+                origin: origin.to_string(),
+                message: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads `path`, or the embedded default when it does not exist.
+    pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &path.display().to_string(), env),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "no config file; using the built-in default");
+                Config::parse(DEFAULT_TOML, "built-in default", env)
+            }
+            Err(source) => Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        self.import.to_options().map(|_| ())
+    }
+}
+
+/// Every key of every section can be set by `WANDA_<SECTION>_<KEY>`. Known
+/// sections and keys come from the default config plus the file, so an
+/// override can also set a key the file leaves out.
+fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+    let defaults: toml::Table = DEFAULT_TOML.parse().expect("embedded default parses");
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for t in [&defaults, &*table] {
+        for (section, v) in t {
+            if let Some(st) = v.as_table() {
+                for k in st.keys() {
+                    keys.push((section.clone(), k.clone()));
+                }
+            }
+        }
+    }
+    // Keys commented out in the default file but valid.
+    keys.push(("import".into(), "raw_leaves".into()));
+    keys.sort();
+    keys.dedup();
+    for (section, key) in keys {
+        let name = format!(
+            "{ENV_PREFIX}{}_{}",
+            section.to_uppercase(),
+            key.to_uppercase()
+        );
+        let Some(raw) = env(&name) else { continue };
+        let value = parse_env_value(&raw);
+        tracing::debug!(%name, "config overridden from the environment");
+        table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| Error::Invalid(format!("[{section}] is not a table")))?
+            .insert(key, value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // A bare TOML value (42, true, "x", [..]) parses through a one-line document.
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_matches_kubo() {
+        let c = Config::default();
+        assert_eq!(c.import.to_options().unwrap(), ImportOptions::default());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = |k: &str| match k {
+            "WANDA_IMPORT_CID_VERSION" => Some("1".to_string()),
+            "WANDA_LOG_LEVEL" => Some("debug".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(DEFAULT_TOML, "test", env).unwrap();
+        assert_eq!(c.import.cid_version, 1);
+        assert_eq!(c.log.level, "debug");
+        assert!(c.import.to_options().unwrap().raw_leaves);
+        let env = |k: &str| (k == "WANDA_IMPORT_RAW_LEAVES").then(|| "false".to_string());
+        let c = Config::parse("[import]\ncid_version = 1\n", "test", env).unwrap();
+        assert!(!c.import.to_options().unwrap().raw_leaves);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let none = |_: &str| None;
+        assert!(Config::parse("[import]\ncid_verison = 1\n", "t", none).is_err());
+        assert!(Config::parse("[imprt]\n", "t", none).is_err());
+        let e = Config::parse("[import]\nchunker = \"rabin\"\n", "t", none).unwrap_err();
+        assert!(e.to_string().contains("size-N"), "{e}");
+        assert!(Config::parse("[import]\nhash = \"blake3\"\n", "t", none).is_err());
+        let bad_env = |k: &str| (k == "WANDA_IMPORT_CID_VERSION").then(|| "two".to_string());
+        assert!(Config::parse("", "t", bad_env).is_err());
+    }
+}
