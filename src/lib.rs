@@ -7,7 +7,9 @@
 pub mod block;
 pub mod blockstore;
 pub mod car;
+pub mod cli;
 pub mod config;
+pub mod repo;
 pub mod unixfs;
 
 /// Protobuf messages compiled from `proto/` by build.rs.

@@ -5,3 +5,9 @@ pub mod options;
 pub mod pb;
 
 pub use options::{Chunker, ImportOptions, Layout};
+pub mod chunker;
+pub mod file;
+pub mod hamt;
+pub mod murmur3;
+pub mod dir;
+pub mod export;

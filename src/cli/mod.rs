@@ -1,0 +1,483 @@
+//! The command line: flags in [`args`], one function per verb here. This is an
+//! edge: it turns flags into library calls and results into Kubo-shaped output,
+//! and holds no logic that another front end (the HTTP RPC) would need.
+
+pub mod args;
+mod progress;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cid::Cid;
+
+use crate::blockstore::{BlockSink, BlockSource, NullSink, PinMode};
+use crate::config::Config;
+use crate::repo::{self, Repo};
+use crate::unixfs::{self, ImportOptions};
+use args::{AddArgs, BlockCmd, Cli, Command, DagCmd, PinCmd, RepoCmd};
+
+/// `--version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("WANDA_GIT_HASH"), ")");
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// Parses the process's arguments and runs the verb.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let repo_path = repo::locate(cli.repo.as_deref(), env_var)?;
+    init_tracing(&cli, &repo_path);
+    run(cli, &repo_path)
+}
+
+fn init_tracing(cli: &Cli, repo_path: &Path) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| env_var("RUST_LOG"))
+        .or_else(|| {
+            let cfg = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| repo_path.join(repo::CONFIG_FILE));
+            Config::load(&cfg, env_var).ok().map(|c| c.log.level)
+        })
+        .unwrap_or_else(|| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn open(cli_config: Option<&Path>, repo_path: &Path) -> Result<Repo> {
+    Ok(Repo::open(repo_path, cli_config, env_var)?)
+}
+
+fn run(cli: Cli, repo_path: &Path) -> Result<()> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Init => {
+            Repo::init(repo_path)?;
+            println!("initialized wanda-ipfs repo at {}", repo_path.display());
+            Ok(())
+        }
+        Command::Add(a) => add(a, config, repo_path),
+        Command::Cat { path } => {
+            let repo = open(config, repo_path)?;
+            let cid = resolve(&repo.store, &path)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            unixfs::export::cat(&repo.store, &cid, &mut out)
+                .with_context(|| format!("reading {path}"))?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Get { path, output } => {
+            let repo = open(config, repo_path)?;
+            let cid = resolve(&repo.store, &path)?;
+            let dest = output.unwrap_or_else(|| PathBuf::from(cid.to_string()));
+            unixfs::export::get(&repo.store, &cid, &dest)
+                .with_context(|| format!("writing {path} to {}", dest.display()))?;
+            eprintln!("Saving file(s) to {}", dest.display());
+            Ok(())
+        }
+        Command::Ls { path } => {
+            let repo = open(config, repo_path)?;
+            let cid = resolve(&repo.store, &path)?;
+            for e in unixfs::export::ls(&repo.store, &cid)? {
+                let slash = if e.kind == unixfs::export::EntryKind::Directory {
+                    "/"
+                } else {
+                    ""
+                };
+                println!("{} {} {}{slash}", e.cid, e.size, e.name);
+            }
+            Ok(())
+        }
+        Command::Block(b) => block(b, config, repo_path),
+        Command::Pin(p) => pin(p, config, repo_path),
+        Command::Repo(r) => repo_cmd(r, config, repo_path),
+        Command::Dag(d) => dag(d, config, repo_path),
+    }
+}
+
+/// Parses a CID, with advice when it is not one.
+pub fn parse_cid(s: &str) -> Result<Cid> {
+    Cid::try_from(s).map_err(|e| {
+        anyhow::anyhow!("'{s}' is not a valid CID ({e}): expected e.g. Qm... or bafy...")
+    })
+}
+
+/// Splits `CID`, `/ipfs/CID/a/b` or `CID/a/b` and resolves the path part.
+fn resolve(store: &impl BlockSource, path: &str) -> Result<Cid> {
+    let p = path
+        .strip_prefix("/ipfs/")
+        .or_else(|| path.strip_prefix("ipfs://"))
+        .unwrap_or(path);
+    let (root, rest) = p.split_once('/').unwrap_or((p, ""));
+    let root = parse_cid(root)?;
+    if rest.trim_matches('/').is_empty() {
+        return Ok(root);
+    }
+    Ok(unixfs::export::resolve(store, &root, rest)
+        .with_context(|| format!("resolving {path}"))?)
+}
+
+fn import_options(a: &AddArgs, config: &Config) -> Result<ImportOptions> {
+    let mut ic = config.import.clone();
+    if let Some(v) = a.cid_version {
+        ic.cid_version = v;
+    }
+    if a.raw_leaves.is_some() {
+        ic.raw_leaves = a.raw_leaves;
+    } else if a.cid_version.is_some() {
+        // An explicit --cid-version decides the leaf kind afresh, as in Kubo.
+        ic.raw_leaves = None;
+    }
+    if let Some(c) = &a.chunker {
+        ic.chunker = c.clone();
+    }
+    if a.trickle {
+        ic.layout = "trickle".into();
+    }
+    if let Some(h) = &a.hash {
+        ic.hash = h.clone();
+    }
+    let mut o = ic.to_options()?;
+    o.hidden = a.hidden;
+    o.wrap = a.wrap_with_directory;
+    Ok(o)
+}
+
+fn add(a: AddArgs, config_flag: Option<&Path>, repo_path: &Path) -> Result<()> {
+    for p in &a.paths {
+        std::fs::symlink_metadata(p)
+            .with_context(|| format!("cannot add {}: check the path exists", p.display()))?;
+    }
+    if a.init && !a.only_hash && !repo_path.join(repo::CONFIG_FILE).exists() {
+        Repo::init(repo_path)?;
+        eprintln!("initialized wanda-ipfs repo at {}", repo_path.display());
+    }
+    let repo = if a.only_hash {
+        None
+    } else {
+        Some(open(config_flag, repo_path)?)
+    };
+    let config = match &repo {
+        Some(r) => r.config.clone(),
+        None => {
+            let cfg = config_flag.map_or_else(|| repo_path.join(repo::CONFIG_FILE), Path::to_path_buf);
+            Config::load(&cfg, env_var)?
+        }
+    };
+    let opts = import_options(&a, &config)?;
+    let show_progress = a
+        .progress
+        .unwrap_or(!(a.quiet || a.quieter || a.silent) && std::io::stderr().is_terminal());
+    let bar = progress::AddProgress::new(show_progress, &a.paths, a.recursive);
+
+    let print_entry = |e: &unixfs::dir::AddedEntry| {
+        if a.silent || a.quieter {
+            return;
+        }
+        let line = if a.quiet {
+            e.cid.to_string()
+        } else if e.path.is_empty() {
+            format!("added {}", e.cid)
+        } else {
+            format!("added {} {}", e.cid, e.path)
+        };
+        bar.println(&line);
+    };
+    let mut on_progress = |n: u64| bar.set(n);
+
+    // Kubo pins what it prints at the top: the wrapper with -w, else each
+    // path given (entry names never contain '/').
+    let mut top: Vec<Cid> = Vec::new();
+    let mut on_entry = |e: &unixfs::dir::AddedEntry| {
+        if a.wrap_with_directory {
+            if e.path.is_empty() {
+                top.push(e.cid);
+            }
+        } else if !e.path.contains('/') {
+            top.push(e.cid);
+        }
+        print_entry(e);
+    };
+    let root = match &repo {
+        None => unixfs::dir::add_paths(
+            &opts,
+            &a.paths,
+            a.recursive,
+            &mut NullSink,
+            &mut on_entry,
+            &mut on_progress,
+        )?,
+        Some(r) => {
+            let mut w = r.store.writer();
+            let root = unixfs::dir::add_paths(
+                &opts,
+                &a.paths,
+                a.recursive,
+                &mut w,
+                &mut on_entry,
+                &mut on_progress,
+            )?;
+            // Blocks become durable first; the guard keeps GC off them until
+            // the pins that name them are recorded.
+            let guard = w.commit().context("making the added blocks durable")?;
+            if a.pin {
+                for cid in &top {
+                    r.store
+                        .pin(cid, PinMode::Recursive)
+                        .with_context(|| format!("pinning {cid}"))?;
+                }
+            }
+            drop(guard);
+            root
+        }
+    };
+    bar.finish();
+    if a.quieter && !a.silent {
+        println!("{root}");
+    }
+    Ok(())
+}
+
+fn block(b: BlockCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    let repo = open(config, repo_path)?;
+    match b {
+        BlockCmd::Get { cid } => {
+            let cid = parse_cid(&cid)?;
+            let data = repo.store.get(&cid)?;
+            std::io::stdout().lock().write_all(&data)?;
+        }
+        BlockCmd::Stat { cid } => {
+            let cid = parse_cid(&cid)?;
+            let data = repo.store.get(&cid)?;
+            println!("Key: {cid}\nSize: {}", data.len());
+        }
+        BlockCmd::Put {
+            file,
+            cid_codec,
+            pin,
+        } => {
+            let codec = match cid_codec.as_str() {
+                "raw" => crate::block::RAW,
+                "dag-pb" | "protobuf" => crate::block::DAG_PB,
+                other => bail!("codec '{other}' is not supported: use raw or dag-pb"),
+            };
+            let mut data = Vec::new();
+            let limit = crate::blockstore::MAX_BLOCK_BYTES as u64;
+            match &file {
+                Some(f) => std::fs::File::open(f)
+                    .with_context(|| format!("opening {}", f.display()))?
+                    .take(limit + 1)
+                    .read_to_end(&mut data)?,
+                None => std::io::stdin().lock().take(limit + 1).read_to_end(&mut data)?,
+            };
+            if data.len() as u64 > limit {
+                bail!("block is larger than {limit} bytes: use `add` for large data");
+            }
+            if codec == crate::block::DAG_PB {
+                crate::unixfs::pb::PbNode::decode(&bytes::Bytes::from(data.clone()))
+                    .context("the data is not a valid dag-pb node")?;
+            }
+            let block = crate::block::Block::new(cid::Version::V1, codec, data);
+            let mut w = repo.store.writer();
+            w.put(&block)?;
+            if pin {
+                w.finish(&block.cid, PinMode::Direct)?;
+            } else {
+                drop(w.commit()?);
+            }
+            println!("{}", block.cid);
+        }
+        BlockCmd::Rm { cids } => {
+            for c in cids {
+                let cid = parse_cid(&c)?;
+                if !repo.store.delete_block(&cid)? {
+                    bail!("block {cid} is not in the local store");
+                }
+                println!("removed {cid}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pin(p: PinCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    let repo = open(config, repo_path)?;
+    match p {
+        PinCmd::Add { cids, recursive } => {
+            let mode = if recursive {
+                PinMode::Recursive
+            } else {
+                PinMode::Direct
+            };
+            for c in cids {
+                let cid = parse_cid(&c)?;
+                repo.store.pin(&cid, mode)?;
+                println!("pinned {cid} {}", mode_name(mode));
+            }
+        }
+        PinCmd::Rm { cids } => {
+            for c in cids {
+                let cid = parse_cid(&c)?;
+                let freed = repo.store.unpin(&cid)?;
+                println!(
+                    "unpinned {cid} (freed {} blocks, {} bytes)",
+                    freed.blocks, freed.bytes
+                );
+            }
+        }
+        PinCmd::Ls { quiet } => {
+            for (cid, mode) in repo.store.pins()? {
+                if quiet {
+                    println!("{cid}");
+                } else {
+                    println!("{cid} {}", mode_name(mode));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mode_name(m: PinMode) -> &'static str {
+    match m {
+        PinMode::Recursive => "recursive",
+        PinMode::Direct => "direct",
+    }
+}
+
+fn repo_cmd(r: RepoCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    let repo = open(config, repo_path)?;
+    match r {
+        RepoCmd::Gc { quiet } => {
+            let report = repo.store.gc()?;
+            if quiet {
+                println!("{}", report.blocks);
+            } else {
+                println!(
+                    "removed {} blocks, freed {} bytes",
+                    report.blocks, report.bytes
+                );
+            }
+        }
+        RepoCmd::Verify { repair } => {
+            let report = repo.store.verify(repair)?;
+            for c in &report.corrupt {
+                println!("corrupt: {c}");
+            }
+            for c in &report.missing {
+                println!("missing (needed by a pin): {c}");
+            }
+            if !report.missing.is_empty() {
+                bail!(
+                    "{} blocks that pins need are missing: re-add or fetch that content",
+                    report.missing.len()
+                );
+            }
+            if report.corrupt.is_empty() {
+                println!("verified {} blocks: all good", report.checked);
+            } else {
+                let fix = if repair {
+                    "removed them; fetch or re-add their content"
+                } else {
+                    "run `wanda-ipfs repo verify --repair` to remove them"
+                };
+                bail!(
+                    "{} of {} blocks are corrupt: {fix}",
+                    report.corrupt.len(),
+                    report.checked
+                );
+            }
+        }
+        RepoCmd::Stat { raw } => {
+            let s = repo.store.stat()?;
+            let fmt = |n: u64| {
+                if raw {
+                    n.to_string()
+                } else {
+                    indicatif::HumanBytes(n).to_string()
+                }
+            };
+            println!("NumObjects: {}", s.blocks);
+            println!("RepoSize:   {}", fmt(s.bytes));
+            println!("RepoPath:   {}", repo.path().display());
+            println!("DiskFree:   {}", fmt(s.free_bytes));
+        }
+    }
+    Ok(())
+}
+
+fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    let repo = open(config, repo_path)?;
+    match d {
+        DagCmd::Export { cid, output } => {
+            let root = parse_cid(&cid)?;
+            let out: Box<dyn Write> = match &output {
+                Some(p) => Box::new(
+                    std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let out = std::io::BufWriter::with_capacity(1 << 20, out);
+            export_car(&repo.store, &root, out)?;
+        }
+        DagCmd::Import { files, pin_roots } => {
+            for f in files {
+                let file =
+                    std::fs::File::open(&f).with_context(|| format!("opening {}", f.display()))?;
+                let mut reader = crate::car::CarReader::new(std::io::BufReader::new(file))
+                    .with_context(|| format!("reading {}", f.display()))?;
+                let roots = reader.roots().to_vec();
+                let mut w = repo.store.writer();
+                let mut n = 0u64;
+                while let Some(b) = reader
+                    .next_block()
+                    .with_context(|| format!("reading {}", f.display()))?
+                {
+                    w.put(&b)?;
+                    n += 1;
+                }
+                let guard = w.commit()?;
+                eprintln!("imported {n} blocks from {}", f.display());
+                if pin_roots {
+                    for r in roots {
+                        repo.store
+                            .pin(&r, PinMode::Recursive)
+                            .with_context(|| format!("pinning root {r} of {}", f.display()))?;
+                        println!("pinned root {r} success");
+                    }
+                }
+                drop(guard);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the DAG under `root` as a CARv1, blocks in depth-first pre-order
+/// (each once), as `ipfs dag export` orders them.
+pub fn export_car(store: &impl BlockSource, root: &Cid, out: impl Write) -> Result<()> {
+    let mut car = crate::car::CarWriter::new(out, &[*root])?;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if !seen.insert(cid) {
+            continue;
+        }
+        let data = store.get(&cid)?;
+        car.write(&cid, &data)?;
+        let links = crate::unixfs::pb::links(&cid, &data)?;
+        stack.extend(links.into_iter().rev());
+    }
+    car.finish()?;
+    Ok(())
+}
