@@ -45,8 +45,9 @@ pub enum Error {
     #[error("CAR: section {index}: {source}")]
     Corrupt {
         index: u64,
+        // Boxed: a CID inline would make every Result of this module large.
         #[source]
-        source: crate::block::BlockError,
+        source: Box<crate::block::BlockError>,
     },
 }
 
@@ -210,7 +211,10 @@ impl<R: Read> CarReader<R> {
         let cid = Cid::read_bytes(&mut cursor).map_err(|e| section(format!("bad CID: {e}")))?;
         let at = cursor.position() as usize;
         let data = Bytes::from(buf).slice(at..);
-        crate::block::verify(&cid, &data).map_err(|source| Error::Corrupt { index, source })?;
+        crate::block::verify(&cid, &data).map_err(|source| Error::Corrupt {
+            index,
+            source: Box::new(source),
+        })?;
         if let Some(rem) = &mut self.remaining {
             let used = self.input.pos - offset;
             *rem = rem

@@ -162,7 +162,10 @@ fn key_to_cid(key: &[u8]) -> Cid {
 
 /// The children of a dag-pb block.
 fn dag_links(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, Error> {
-    crate::unixfs::pb::links(cid, data).map_err(|source| Error::BadNode { cid: *cid, source })
+    crate::unixfs::pb::links(cid, data).map_err(|source| Error::BadNode {
+        cid: *cid,
+        source: Box::new(source),
+    })
 }
 
 impl FsBlockstore {
@@ -597,8 +600,8 @@ impl FsBlockstore {
             }
             if strict && !self.has(&cid)? {
                 return Err(Error::MissingBlock {
-                    root: *root,
-                    missing: cid,
+                    root: Box::new(*root),
+                    missing: Box::new(cid),
                 });
             }
             walk.keys.push(key.clone());
@@ -671,9 +674,8 @@ fn decrement(
 fn init_schema(db: &Database, db_path: &Path, dir: &Path) -> Result<(), Error> {
     let wtx = db.begin_write().map_err(db_err("begin write", db_path))?;
     {
-        for t in [PINS] {
-            wtx.open_table(t).map_err(db_err("create table", db_path))?;
-        }
+        wtx.open_table(PINS)
+            .map_err(db_err("create table", db_path))?;
         wtx.open_table(REFS)
             .map_err(db_err("create table", db_path))?;
         wtx.open_table(LINKS)
@@ -999,7 +1001,10 @@ impl BlockWriter {
             fs::rename(&p.tmp, &p.dst).map_err(|e| io_err("rename block into place", &p.dst, e))?;
             shards.insert(p.shard);
         }
-        let dirs: Vec<PathBuf> = shards.into_iter().map(|s| inner.layout.shard_dir(s)).collect();
+        let dirs: Vec<PathBuf> = shards
+            .into_iter()
+            .map(|s| inner.layout.shard_dir(s))
+            .collect();
         parallel(&dirs, |d| flatfs::sync_dir(d))
     }
 

@@ -207,7 +207,7 @@ fn recursive_pin_needs_the_whole_dag() {
         Error::MissingBlock {
             root: r,
             missing: m,
-        } => assert_eq!((r, m), (&root, &missing)),
+        } => assert_eq!((**r, **m), (root, missing)),
         e => panic!("{e}"),
     }
     assert!(err.to_string().contains(&missing.to_string()));
@@ -388,6 +388,44 @@ fn store_is_send_sync_and_errors_are_too() {
     fn send<T: Send>() {}
     send::<BlockWriter>();
     send::<ImportGuard>();
+}
+
+#[test]
+fn concurrent_imports_and_gc_keep_every_pinned_block() {
+    const ROUNDS: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let store = store.clone();
+            s.spawn(move || {
+                for r in 0..ROUNDS {
+                    // Both threads share leaves 0..3 and unpin their previous file.
+                    let (root, blocks) = file(&[0, 1, 2, 10 + t * 100 + r], &format!("t{t}r{r}"));
+                    import(&store, &blocks, &root);
+                    if r > 0 {
+                        let prev =
+                            file(&[0, 1, 2, 10 + t * 100 + r - 1], &format!("t{t}r{}", r - 1));
+                        store.unpin(&prev.0).unwrap();
+                    }
+                    for b in &blocks {
+                        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+                    }
+                }
+            });
+        }
+        let store = store.clone();
+        s.spawn(move || {
+            for _ in 0..2 * ROUNDS {
+                store.gc().unwrap();
+            }
+        });
+    });
+    assert_eq!(store.pins().unwrap().len(), 2);
+    store.gc().unwrap();
+    // Two pinned files of 4 leaves (3 shared) + 3 nodes each.
+    assert_eq!(store.stat().unwrap().blocks, 5 + 6);
+    assert!(store.verify(false).unwrap().is_clean());
 }
 
 #[derive(Debug, Clone)]

@@ -64,12 +64,13 @@ pub enum Error {
         "block {missing} of the DAG under {root} is not in the local store: \
          import or fetch it, then pin again"
     )]
-    MissingBlock { root: Cid, missing: Cid },
+    // Boxed to keep `Error` small: it is returned on every hot path.
+    MissingBlock { root: Box<Cid>, missing: Box<Cid> },
     #[error("block {cid} is not a readable dag-pb node ({source}); run `wanda-ipfs repo verify`")]
     BadNode {
         cid: Cid,
         #[source]
-        source: PbError,
+        source: Box<PbError>,
     },
     #[error("block {0} is pinned: unpin it (`wanda-ipfs pin rm`) before removing it")]
     Pinned(Cid),

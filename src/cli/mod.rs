@@ -123,8 +123,7 @@ fn resolve(store: &impl BlockSource, path: &str) -> Result<Cid> {
     if rest.trim_matches('/').is_empty() {
         return Ok(root);
     }
-    Ok(unixfs::export::resolve(store, &root, rest)
-        .with_context(|| format!("resolving {path}"))?)
+    unixfs::export::resolve(store, &root, rest).with_context(|| format!("resolving {path}"))
 }
 
 fn import_options(a: &AddArgs, config: &Config) -> Result<ImportOptions> {
@@ -272,7 +271,7 @@ fn block(b: BlockCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
                 other => bail!("codec '{other}' is not supported: use raw or dag-pb"),
             };
             let mut data = Vec::new();
-            let limit = crate::blockstore::MAX_BLOCK_BYTES as u64;
+            let limit = crate::blockstore::MAX_BLOCK_BYTES;
             match &file {
                 Some(f) => std::fs::File::open(f)
                     .with_context(|| format!("opening {}", f.display()))?
