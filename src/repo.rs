@@ -166,10 +166,16 @@ mod tests {
             "HOME" => Some("/home/u".to_string()),
             _ => None,
         };
-        assert_eq!(locate(Some(Path::new("/flag")), env).unwrap(), Path::new("/flag"));
+        assert_eq!(
+            locate(Some(Path::new("/flag")), env).unwrap(),
+            Path::new("/flag")
+        );
         assert_eq!(locate(None, env).unwrap(), Path::new("/from/env"));
         let home_only = |k: &str| (k == "HOME").then(|| "/home/u".to_string());
-        assert_eq!(locate(None, home_only).unwrap(), Path::new("/home/u/.wanda-ipfs"));
+        assert_eq!(
+            locate(None, home_only).unwrap(),
+            Path::new("/home/u/.wanda-ipfs")
+        );
         assert!(matches!(locate(None, |_| None), Err(Error::NoHome)));
     }
 
@@ -177,12 +183,19 @@ mod tests {
     fn init_open_lock() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("repo");
-        assert!(matches!(Repo::open(&p, None, |_| None), Err(Error::NotFound(_))));
+        assert!(matches!(
+            Repo::open(&p, None, |_| None),
+            Err(Error::NotFound(_))
+        ));
         Repo::init(&p).unwrap();
         assert!(matches!(Repo::init(&p), Err(Error::Exists(_))));
         let r = Repo::open(&p, None, |_| None).unwrap();
         let e = Repo::open(&p, None, |_| None).err().unwrap();
-        assert!(e.to_string().contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(r);
         Repo::open(&p, None, |_| None).unwrap();
     }

@@ -9,8 +9,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use cid::Cid;
+use clap::Parser;
 
 use crate::blockstore::{BlockSink, BlockSource, NullSink, PinMode};
 use crate::config::Config;
@@ -169,7 +169,8 @@ fn add(a: AddArgs, config_flag: Option<&Path>, repo_path: &Path) -> Result<()> {
     let config = match &repo {
         Some(r) => r.config.clone(),
         None => {
-            let cfg = config_flag.map_or_else(|| repo_path.join(repo::CONFIG_FILE), Path::to_path_buf);
+            let cfg =
+                config_flag.map_or_else(|| repo_path.join(repo::CONFIG_FILE), Path::to_path_buf);
             Config::load(&cfg, env_var)?
         }
     };
@@ -277,7 +278,10 @@ fn block(b: BlockCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
                     .with_context(|| format!("opening {}", f.display()))?
                     .take(limit + 1)
                     .read_to_end(&mut data)?,
-                None => std::io::stdin().lock().take(limit + 1).read_to_end(&mut data)?,
+                None => std::io::stdin()
+                    .lock()
+                    .take(limit + 1)
+                    .read_to_end(&mut data)?,
             };
             if data.len() as u64 > limit {
                 bail!("block is larger than {limit} bytes: use `add` for large data");
@@ -422,7 +426,8 @@ fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
             let root = parse_cid(&cid)?;
             let out: Box<dyn Write> = match &output {
                 Some(p) => Box::new(
-                    std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
                 ),
                 None => Box::new(std::io::stdout().lock()),
             };

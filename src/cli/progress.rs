@@ -14,7 +14,10 @@ impl AddProgress {
         if !show {
             return AddProgress { bar: None };
         }
-        let bar = ProgressBar::with_draw_target(Some(total_bytes(paths, recursive)), ProgressDrawTarget::stderr());
+        let bar = ProgressBar::with_draw_target(
+            Some(total_bytes(paths, recursive)),
+            ProgressDrawTarget::stderr(),
+        );
         bar.set_style(
             ProgressStyle::with_template(
                 "{bytes:>10} / {total_bytes:10} [{wide_bar}] {percent:>3}% {bytes_per_sec} {eta}",
@@ -58,7 +61,9 @@ fn total_bytes(paths: &[PathBuf], recursive: bool) -> u64 {
         if budget == 0 {
             break;
         }
-        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if md.is_file() {
             total += md.len();
         } else if md.is_dir() && recursive {

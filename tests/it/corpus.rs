@@ -2,7 +2,7 @@
 //! every machine. Each entry is one `ipfs add` argument (a file, or a directory added `-r --hidden`)
 //! and says why it is there.
 //!
-//! [`Corpus::shared`] generates it once into `$CARGO_TARGET_TMPDIR/corpus-v<N>` (about 290 MiB; kept
+//! [`Corpus::shared`] generates it once into `$CARGO_TARGET_TMPDIR/corpus-v<N>` (about 270 MiB; kept
 //! between runs, so a persistent target dir generates it once) and [`Corpus::generate`] into any dir.
 
 use std::fs;

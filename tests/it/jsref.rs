@@ -258,6 +258,27 @@ fn js_mirror_gives_well_known_kubo_cids() {
         "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
         js_root(&d.path().join("dir"), &def.clone().for_entry(true)).unwrap()
     );
+    // -Q is the root, also when an empty directory (which the importer never yields) is printed.
+    std::fs::create_dir_all(d.path().join("tree/empty")).unwrap();
+    std::fs::write(d.path().join("tree/f"), b"f").unwrap();
+    for wrap in [false, true] {
+        let o = AddOptions {
+            wrap,
+            ..AddOptions::default()
+        }
+        .for_entry(true);
+        let all = js_added(&[&d.path().join("tree")], &o).unwrap();
+        let root_name = if wrap { "" } else { "tree" };
+        eqnice!(
+            all.get(root_name).cloned(),
+            Some(js_root(&d.path().join("tree"), &o).unwrap()),
+            "wrap {wrap}: {all:?}"
+        );
+        eqnice!(
+            Some(&"QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn".to_string()),
+            all.get("tree/empty")
+        );
+    }
     // --cid-version 1 implies raw leaves (coreiface/options/unixfs.go): "hello\n" is a raw block.
     let v1 = AddOptions {
         cid_version: Some(1),
