@@ -2,7 +2,11 @@
 //! so neither a native build nor the arm64 cross build needs `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/dag_pb.proto", "proto/unixfs.proto"];
+    let protos = [
+        "proto/dag_pb.proto",
+        "proto/unixfs.proto",
+        "proto/bitswap.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -4,6 +4,7 @@
 //! ([`unixfs`]), named by [`block`], kept in the [`blockstore`], moved as CAR
 //! files by [`car`], and driven from the command line by [`cli`].
 
+pub mod bitswap;
 pub mod block;
 pub mod blockstore;
 pub mod car;
