@@ -82,15 +82,30 @@ impl<R: Read> FixedSizeChunker<R> {
         Ok(filled)
     }
 
+    /// Appends the next chunk to `buf` and returns its length, as
+    /// [`Self::read_chunk`] but without zeroing `buf`'s spare capacity first:
+    /// readers that fill uninitialised memory (files, slices, stdin) write
+    /// straight into it. Reserve the chunk size beforehand to keep `buf` from
+    /// growing.
+    pub fn read_chunk_append(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if self.finished {
+            return Ok(0);
+        }
+        // `read_to_end` over `take` is `io.ReadFull`: it reads until the
+        // chunk is full or the reader ends, retrying `Interrupted`.
+        let n = (&mut self.reader).take(self.size as u64).read_to_end(buf)?;
+        self.consumed += n as u64;
+        if n < self.size {
+            self.finished = true;
+        }
+        Ok(n)
+    }
+
     /// The next chunk as its own vector, `None` at the end.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = vec![0; self.size];
-        let n = self.read_chunk(&mut buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some(buf))
+        let mut buf = Vec::with_capacity(self.size);
+        let n = self.read_chunk_append(&mut buf)?;
+        Ok((n > 0).then_some(buf))
     }
 }
 
@@ -119,7 +134,8 @@ mod tests {
     impl Read for Trickly<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 2 == 0 {
+            // Every other call is interrupted.
+            if self.calls & 1 == 0 {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             if self.data.is_empty() {
@@ -141,7 +157,27 @@ mod tests {
         };
         let c = FixedSizeChunker::new(&mut r, size);
         let out = c.collect::<io::Result<Vec<_>>>().unwrap();
-        (out, r.reads_after_end)
+        let reads_after_end = r.reads_after_end;
+        // The slice path cuts the same chunks.
+        let mut r = Trickly {
+            data,
+            step,
+            calls: 0,
+            reads_after_end: 0,
+        };
+        let mut c = FixedSizeChunker::new(&mut r, size);
+        let mut buf = vec![0; size];
+        let mut again = Vec::new();
+        loop {
+            let n = c.read_chunk(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            again.push(buf[..n].to_vec());
+        }
+        assert_eq!(again, out);
+        assert_eq!(r.reads_after_end, reads_after_end);
+        (out, reads_after_end)
     }
 
     #[test]

