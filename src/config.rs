@@ -38,6 +38,14 @@ pub struct Config {
     pub import: ImportConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub swarm: SwarmConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub peering: PeeringConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// Defaults of `add` (Kubo's `Import.*`).
@@ -135,6 +143,124 @@ impl Default for LogConfig {
     }
 }
 
+/// The libp2p swarm (Kubo's `Addresses.Swarm` and `Swarm.ConnMgr`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmConfig {
+    /// Multiaddrs to listen on. Default: TCP and QUIC on port 4001, IPv4 and IPv6.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Seconds a connection no protocol uses stays open. Default 600.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Established connections, all peers together. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Established connections to one peer. Default 4.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: u32,
+    /// Connections being set up, each direction. Default 64.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+}
+
+/// Default of `swarm.listen`, as Kubo's `Addresses.Swarm` (less WebTransport).
+pub const DEFAULT_SWARM_LISTEN: [&str; 4] = [
+    "/ip4/0.0.0.0/tcp/4001",
+    "/ip6/::/tcp/4001",
+    "/ip4/0.0.0.0/udp/4001/quic-v1",
+    "/ip6/::/udp/4001/quic-v1",
+];
+/// Default of `swarm.idle_timeout_secs`: long, because peers are meant to stay connected
+/// (Kubo keeps connections until its connection manager trims them).
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+/// Default of `swarm.max_connections`: a Pi serves a handful of cluster peers, not a DHT.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
+/// Default of `swarm.max_connections_per_peer`: Kubo may hold a TCP and a QUIC connection at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Default of `swarm.max_pending`.
+pub const DEFAULT_MAX_PENDING: u32 = 64;
+
+fn default_listen() -> Vec<String> {
+    DEFAULT_SWARM_LISTEN.iter().map(|s| s.to_string()).collect()
+}
+fn default_idle_timeout() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+fn default_max_connections_per_peer() -> u32 {
+    DEFAULT_MAX_CONNECTIONS_PER_PEER
+}
+fn default_max_pending() -> u32 {
+    DEFAULT_MAX_PENDING
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            listen: default_listen(),
+            idle_timeout_secs: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+/// Finding peers without being told their addresses (Kubo's `Discovery`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// mDNS on the local network (`_p2p._udp.local`, as Kubo's `Discovery.MDNS.Enabled`). Default true.
+    #[serde(default = "default_true")]
+    pub mdns: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig { mdns: true }
+    }
+}
+
+/// Peers kept connected (Kubo's `Peering.Peers`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeeringConfig {
+    /// Multiaddrs ending in `/p2p/<peer id>`. Default none.
+    #[serde(default)]
+    pub peers: Vec<String>,
+}
+
+/// The local control RPC (Kubo's `Addresses.API`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// A loopback TCP multiaddr. Default `/ip4/127.0.0.1/tcp/5001`, Kubo's.
+    #[serde(default = "default_api_address")]
+    pub address: String,
+}
+
+/// Default of `api.address`.
+pub const DEFAULT_API_ADDRESS: &str = "/ip4/127.0.0.1/tcp/5001";
+
+fn default_api_address() -> String {
+    DEFAULT_API_ADDRESS.into()
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            address: default_api_address(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config::parse(DEFAULT_TOML, "built-in default", |_| None)
@@ -180,7 +306,19 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), Error> {
-        self.import.to_options().map(|_| ())
+        self.import.to_options()?;
+        if self.swarm.max_connections == 0 || self.swarm.max_connections_per_peer == 0 {
+            return Err(Error::Invalid(
+                "swarm: max_connections and max_connections_per_peer must be at least 1".into(),
+            ));
+        }
+        if self.swarm.idle_timeout_secs == 0 {
+            return Err(Error::Invalid(
+                "swarm: idle_timeout_secs must be at least 1".into(),
+            ));
+        }
+        // Addresses are parsed (and explained) by `node::NodeConfig`, which knows multiaddrs.
+        Ok(())
     }
 }
 
@@ -239,6 +377,9 @@ mod tests {
     #[test]
     fn embedded_default_parses_and_matches_kubo() {
         let c = Config::default();
+        // The shipped file and the serde defaults must say the same thing.
+        let from_serde: Config = toml::from_str("").unwrap();
+        assert_eq!(c, from_serde);
         assert_eq!(c.import.to_options().unwrap(), ImportOptions::default());
     }
 
@@ -253,6 +394,16 @@ mod tests {
         assert_eq!(c.import.cid_version, 1);
         assert_eq!(c.log.level, "debug");
         assert!(c.import.to_options().unwrap().raw_leaves);
+        let env = |k: &str| match k {
+            "WANDA_DISCOVERY_MDNS" => Some("false".to_string()),
+            "WANDA_SWARM_LISTEN" => Some("[\"/ip4/127.0.0.1/tcp/0\"]".to_string()),
+            "WANDA_PEERING_PEERS" => Some("[\"/ip4/10.0.0.1/tcp/4001/p2p/x\"]".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(DEFAULT_TOML, "test", env).unwrap();
+        assert!(!c.discovery.mdns);
+        assert_eq!(c.swarm.listen, vec!["/ip4/127.0.0.1/tcp/0".to_string()]);
+        assert_eq!(c.peering.peers.len(), 1);
         let env = |k: &str| (k == "WANDA_IMPORT_RAW_LEAVES").then(|| "false".to_string());
         let c = Config::parse("[import]\ncid_version = 1\n", "test", env).unwrap();
         assert!(!c.import.to_options().unwrap().raw_leaves);

@@ -23,3 +23,4 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/unixfs.rs"));
     }
 }
+pub mod node;

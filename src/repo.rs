@@ -2,6 +2,8 @@
 //!
 //! Layout: `config.toml` (written by `init` from the embedded default),
 //! `repo.lock` (held by the one process using the repo; it records its pid),
+//! `identity.key` (the node's libp2p keypair, see [`crate::node::identity`]),
+//! `api` (the running daemon's RPC address, see [`crate::node::rpc`]),
 //! and the blockstore's own files under `blocks/`. The lock is an advisory
 //! `flock`, so it disappears with the process after a kill -9 and never needs
 //! manual cleanup.
@@ -42,6 +44,8 @@ pub enum Error {
     Config(#[from] crate::config::Error),
     #[error(transparent)]
     Store(#[from] crate::blockstore::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::node::identity::Error),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -81,6 +85,8 @@ impl Repo {
         std::fs::create_dir_all(path).map_err(io("creating", path))?;
         let _lock = lock(path)?;
         crate::blockstore::FsBlockstore::open(path)?;
+        // An unfinished earlier init may have left a key: keep it rather than change identity.
+        crate::node::identity::load_or_create(path)?;
         // Config last: its presence marks a finished init.
         let cfg = path.join(CONFIG_FILE);
         let tmp = path.join(".config.toml.tmp");
@@ -118,6 +124,16 @@ impl Repo {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The node's keypair; repos made before identities existed get one now (we hold the lock).
+    pub fn identity(&self) -> Result<libp2p::identity::Keypair, Error> {
+        let existed = crate::node::identity::path(&self.path).exists();
+        let key = crate::node::identity::load_or_create(&self.path)?;
+        if !existed {
+            tracing::info!(peer = %key.public().to_peer_id(), "created an identity for this older repo");
+        }
+        Ok(key)
     }
 }
 
@@ -188,7 +204,12 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         Repo::init(&p).unwrap();
+        let key = crate::node::identity::load(&p).unwrap();
         assert!(matches!(Repo::init(&p), Err(Error::Exists(_))));
+        assert_eq!(
+            crate::node::identity::load(&p).unwrap().public(),
+            key.public()
+        );
         let r = Repo::open(&p, None, |_| None).unwrap();
         let e = Repo::open(&p, None, |_| None).err().unwrap();
         assert!(

@@ -69,6 +69,43 @@ pub enum Command {
     /// CAR archives (like `ipfs dag`).
     #[command(subcommand)]
     Dag(DagCmd),
+    /// Run the libp2p node in the foreground (like `ipfs daemon`).
+    ///
+    /// Listens on [swarm] listen (TCP and QUIC), finds peers with mDNS, keeps [peering] peers
+    /// connected, and serves a local RPC on [api] address that `id` and `swarm` use. Stop it
+    /// with Ctrl-C or SIGTERM (a second one forces).
+    Daemon(DaemonArgs),
+    /// Show the node's identity as JSON (like `ipfs id`); addresses only while the daemon runs.
+    Id,
+    /// Connections to other peers (like `ipfs swarm`); needs a running daemon.
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Listen on this multiaddr instead of [swarm] listen; repeat for several
+    /// (e.g. /ip4/0.0.0.0/tcp/4001, /ip4/0.0.0.0/udp/4001/quic-v1) [Kubo: Addresses.Swarm]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// Do not use mDNS discovery [default: config discovery.mdns, true] [Kubo: Discovery.MDNS.Enabled]
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Serve the RPC on this loopback multiaddr [default: config api.address,
+    /// /ip4/127.0.0.1/tcp/5001] [Kubo: Addresses.API]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub api: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCmd {
+    /// List connected peers as <addr>/p2p/<peer id>, one per line.
+    Peers,
+    /// Connect to peers at multiaddrs ending in /p2p/<peer id>.
+    Connect {
+        #[arg(required = true, value_name = "MULTIADDR")]
+        addrs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

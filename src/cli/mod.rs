@@ -3,7 +3,9 @@
 //! and holds no logic that another front end (the HTTP RPC) would need.
 
 pub mod args;
+mod daemon;
 mod progress;
+mod swarm;
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,8 @@ fn init_tracing(cli: &Cli, repo_path: &Path) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in logs a pipe or journald keeps.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -62,9 +66,14 @@ fn run(cli: Cli, repo_path: &Path) -> Result<()> {
     match cli.command {
         Command::Init => {
             Repo::init(repo_path)?;
+            let key = crate::node::identity::load(repo_path)?;
             println!("initialized wanda-ipfs repo at {}", repo_path.display());
+            println!("peer identity: {}", key.public().to_peer_id());
             Ok(())
         }
+        Command::Daemon(d) => daemon::run(d, config, repo_path),
+        Command::Id => swarm::id(config, repo_path),
+        Command::Swarm(s) => swarm::swarm(s, repo_path),
         Command::Add(a) => add(a, config, repo_path),
         Command::Cat { path } => {
             let repo = open(config, repo_path)?;

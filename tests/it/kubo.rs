@@ -38,6 +38,8 @@ pub(crate) struct KuboOptions {
     pub(crate) mdns: bool,
     /// Addresses.Swarm; default loopback TCP + QUIC on port 0.
     pub(crate) swarm: Option<Vec<String>>,
+    /// Run the driver under `ip netns exec NAME` (root; a namespace the test made).
+    pub(crate) netns: Option<String>,
 }
 
 /// A running Kubo node in a child process.
@@ -100,7 +102,16 @@ impl KuboPeer {
             .prefix("wanda-it-kubo-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
-        let mut child = Command::new(&python)
+        // `ip netns exec` execs the interpreter in place, so the child PID stays the driver's.
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&python);
+                c
+            }
+            None => Command::new(&python),
+        };
+        let mut child = cmd
             .arg(driver_script())
             .arg(work.path())
             .stdin(Stdio::piped())

@@ -9,4 +9,5 @@ mod crash;
 mod interop;
 mod jsref;
 mod kubo;
+mod node;
 mod util;

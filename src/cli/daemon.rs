@@ -1,0 +1,130 @@
+//! `wanda-ipfs daemon`: open the repo once, run the node and its RPC until a signal.
+//!
+//! Output is Kubo-like on stdout, one line per event, so scripts and tests can read it:
+//! `Swarm listening on <addr>/p2p/<id>` per listen address, `RPC API server listening on <addr>`,
+//! then `Daemon is ready`. Lifecycle (moonfire-nvr's run command): the first SIGINT/SIGTERM starts
+//! a graceful stop and says that a second one forces it; the `api` file is removed on every exit
+//! path we control; the repo lock goes with the process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use super::args::DaemonArgs;
+use crate::node::{self, rpc, NodeConfig};
+use crate::repo::{self, Repo};
+
+/// Listeners that have not reported an address by then are an error (binding is local work).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A graceful stop that takes longer than this is cut short.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Exit status of a forced (second-signal) stop, as a shell reports death by SIGINT.
+const FORCED_EXIT: i32 = 130;
+
+pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    let repo = match Repo::open(repo_path, config, super::env_var) {
+        Ok(r) => r,
+        Err(e @ repo::Error::Locked { .. }) => {
+            let hint = match node::client::RpcClient::discover(repo_path) {
+                Ok(Some(_)) => {
+                    "a wanda-ipfs daemon is already running on this repo: use it, or stop it first"
+                }
+                _ => "another wanda-ipfs process holds it",
+            };
+            return Err(anyhow::Error::new(e).context(hint));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key = repo.identity()?;
+    let mut cfg = NodeConfig::from_config(&repo.config)?;
+    if !args.listen.is_empty() {
+        cfg.listen = args
+            .listen
+            .iter()
+            .map(|a| node::parse_multiaddr("--listen address", a))
+            .collect::<Result<_, _>>()?;
+    }
+    if args.no_mdns {
+        cfg.mdns = false;
+    }
+    let api = args.api.as_deref().unwrap_or(&repo.config.api.address);
+    let api = node::parse_multiaddr("API address", api)?;
+    rpc::check_address(&api)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(serve(&repo, key, cfg, api));
+    // Whatever happened, a file naming a server that is gone would only mislead.
+    if let Err(e) = rpc::remove_api_file(repo.path()) {
+        tracing::warn!("{e}");
+    }
+    // Background tasks (a lingering connection) must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    drop(repo);
+    result
+}
+
+async fn serve(
+    repo: &Repo,
+    key: libp2p::identity::Keypair,
+    cfg: NodeConfig,
+    api: libp2p::Multiaddr,
+) -> Result<()> {
+    let peer = key.public().to_peer_id();
+    let listen = cfg.listen.clone();
+    let (node, node_loop) = node::spawn(key, cfg, repo.store.clone())?;
+    let (stop, stopped) = watch::channel(false);
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let node_task = tokio::spawn(node_loop.run(stopped.clone()));
+
+    let addrs = tokio::time::timeout(LISTEN_TIMEOUT, node.listen(listen))
+        .await
+        .context("the listeners did not come up in time")??;
+    for a in &addrs {
+        println!("Swarm listening on {a}/p2p/{peer}");
+    }
+    let server = rpc::ApiServer::bind(&api).await?;
+    let api_addr = server.multiaddr();
+    let server_task = tokio::spawn(server.serve(node.clone(), stopped.clone()));
+    rpc::write_api_file(repo.path(), &api_addr)?;
+    println!("RPC API server listening on {api_addr}");
+    println!("Daemon is ready");
+    tracing::info!(%peer, "daemon ready");
+
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+    }
+    println!("Received interrupt signal, shutting down...");
+    println!("(Hit ctrl-c again to force-shutdown the daemon.)");
+    let repo_path = repo.path().to_path_buf();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        eprintln!("second signal: forcing shutdown");
+        let _ = rpc::remove_api_file(&repo_path);
+        std::process::exit(FORCED_EXIT);
+    });
+    let _ = stop.send(true);
+    // The RPC first, so no request reaches a stopping node; then the node.
+    let graceful = async {
+        let served = server_task.await;
+        let _ = node_task.await;
+        served
+    };
+    match tokio::time::timeout(SHUTDOWN_TIMEOUT, graceful).await {
+        Ok(Ok(r)) => r?,
+        Ok(Err(join)) => return Err(join).context("the RPC task failed"),
+        Err(_) => {
+            tracing::warn!(after = ?SHUTDOWN_TIMEOUT, "graceful shutdown took too long; exiting anyway")
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! [`NodeLoop`]: owns the `Swarm` and serves [`Command`]s. Nothing else touches the swarm.
+//!
+//! It keeps a small per-peer view (connections, identify answer, last ping) for `swarm peers`,
+//! feeds mDNS discoveries into peering (which dials them and keeps them), and parks command replies
+//! that wait on the network (listeners coming up, dials) in maps keyed by listener or peer.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::core::transport::{ListenerId, TransportError};
+use libp2p::core::ConnectedPoint;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, Swarm, SwarmEvent};
+use libp2p::{identify, mdns, ping, Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::handle::Command;
+use super::peering::Source;
+use super::{Error, IdInfo, NodeConfig, PeerIdentify, PeerInfo};
+
+/// Per-connection facts `swarm peers` reports.
+struct Conn {
+    addr: Multiaddr,
+    outbound: bool,
+}
+
+#[derive(Default)]
+struct PeerView {
+    conns: HashMap<ConnectionId, Conn>,
+    identify: Option<PeerIdentify>,
+    rtt: Option<Duration>,
+}
+
+type ListenReply = oneshot::Sender<Result<Vec<Multiaddr>, Error>>;
+type ConnectReply = oneshot::Sender<Result<PeerId, Error>>;
+
+/// The task that drives the swarm.
+pub struct NodeLoop {
+    swarm: Swarm<Behaviour>,
+    /// Ours (the swarm keeps only the peer id).
+    public_key: libp2p::identity::PublicKey,
+    commands: mpsc::Receiver<Command>,
+    config: NodeConfig,
+    /// The repo's blockstore, held for the bitswap behaviour the lead wires in.
+    #[expect(
+        dead_code,
+        reason = "bitswap (next issue) serves and stores blocks through it"
+    )]
+    store: crate::blockstore::FsBlockstore,
+    peers: HashMap<PeerId, PeerView>,
+    /// A `Listen` command waiting for these listeners to report their first address.
+    pending_listen: Option<(HashMap<ListenerId, Multiaddr>, ListenReply)>,
+    /// `Connect` commands by peer, with the dial each started.
+    pending_connect: HashMap<PeerId, Vec<(ConnectionId, Multiaddr, ConnectReply)>>,
+}
+
+impl NodeLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        public_key: libp2p::identity::PublicKey,
+        commands: mpsc::Receiver<Command>,
+        config: NodeConfig,
+        store: crate::blockstore::FsBlockstore,
+    ) -> NodeLoop {
+        NodeLoop {
+            swarm,
+            public_key,
+            commands,
+            config,
+            store,
+            peers: HashMap::new(),
+            pending_listen: None,
+            pending_connect: HashMap::new(),
+        }
+    }
+
+    /// Our peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs until `shutdown` turns true (or every [`super::Node`] handle is gone).
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        for (peer, addrs) in self.config.peering.clone() {
+            self.swarm
+                .behaviour_mut()
+                .peering
+                .add_peer(peer, addrs, Source::Configured);
+        }
+        loop {
+            tokio::select! {
+                // Local work first (docs/coding-guidelines.md): drain the swarm before new commands.
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+            }
+        }
+        tracing::info!("node stopping: closing connections");
+        // Dropping the swarm closes every listener and connection; answer waiters first.
+        if let Some((_, reply)) = self.pending_listen.take() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for (_, waiters) in self.pending_connect.drain() {
+            for (_, _, reply) in waiters {
+                let _ = reply.send(Err(Error::Stopped));
+            }
+        }
+    }
+
+    fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let mut v: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        for a in self.swarm.external_addresses() {
+            if !v.contains(a) {
+                v.push(a.clone());
+            }
+        }
+        v
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Listen { addrs, reply } => {
+                let mut ids = HashMap::new();
+                for addr in addrs {
+                    match self.swarm.listen_on(addr.clone()) {
+                        Ok(id) => {
+                            ids.insert(id, addr);
+                        }
+                        Err(e) => {
+                            let source = match e {
+                                TransportError::MultiaddrNotSupported(a) => std::io::Error::new(
+                                    std::io::ErrorKind::Unsupported,
+                                    format!("no transport for {a}: use /tcp/ or /udp/…/quic-v1"),
+                                ),
+                                TransportError::Other(e) => e,
+                            };
+                            let _ = reply.send(Err(Error::Listen { addr, source }));
+                            return;
+                        }
+                    }
+                }
+                if ids.is_empty() {
+                    let _ = reply.send(Ok(self.listen_addrs()));
+                } else {
+                    self.pending_listen = Some((ids, reply));
+                }
+            }
+            Command::Id { reply } => {
+                let _ = reply.send(IdInfo::new(&self.public_key, Some(&self.listen_addrs())));
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_infos());
+            }
+            Command::Connect { peer, addr, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(peer));
+                    return;
+                }
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(vec![addr.clone()])
+                    // Dial even if peering is dialing too: the user named this address.
+                    .condition(PeerCondition::Disconnected)
+                    .build();
+                let conn = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self
+                        .pending_connect
+                        .entry(peer)
+                        .or_default()
+                        .push((conn, addr, reply)),
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            peer: peer.to_base58(),
+                            addr,
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn peer_infos(&self) -> Vec<PeerInfo> {
+        let mut v = Vec::new();
+        for (peer, view) in &self.peers {
+            for c in view.conns.values() {
+                v.push(PeerInfo {
+                    addr: c.addr.to_string(),
+                    peer: peer.to_base58(),
+                    latency: view.rtt.map(|d| format!("{d:?}")).unwrap_or_default(),
+                    direction: if c.outbound { 2 } else { 1 },
+                    identify: view.identify.clone(),
+                });
+            }
+        }
+        v.sort_by(|a, b| (&a.peer, &a.addr).cmp(&(&b.peer, &b.addr)));
+        v
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                tracing::info!(%address, "listening");
+                if let Some((ids, _)) = &mut self.pending_listen {
+                    ids.remove(&listener_id);
+                    if ids.is_empty() {
+                        if let Some((_, reply)) = self.pending_listen.take() {
+                            let _ = reply.send(Ok(self.listen_addrs()));
+                        }
+                    }
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                addresses,
+            } => {
+                tracing::warn!(?addresses, ?reason, "listener closed");
+                self.fail_pending_listen(listener_id, reason.err());
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                tracing::warn!(%error, "listener error");
+                self.fail_pending_listen(listener_id, Some(error));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let (addr, outbound) = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), false)
+                    }
+                };
+                tracing::info!(peer = %peer_id, %addr, outbound, "connected");
+                let addr = strip_p2p(addr);
+                self.peers
+                    .entry(peer_id)
+                    .or_default()
+                    .conns
+                    .insert(connection_id, Conn { addr, outbound });
+                // Any connection to the peer answers every `swarm connect` waiting on it.
+                for (_, _, reply) in self.pending_connect.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
+                tracing::info!(peer = %peer_id, cause = ?cause, "connection closed");
+                if let Some(view) = self.peers.get_mut(&peer_id) {
+                    view.conns.remove(&connection_id);
+                    if view.conns.is_empty() {
+                        self.peers.remove(&peer_id);
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id: Some(peer),
+                error,
+            } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if let Some(waiters) = self.pending_connect.get_mut(&peer) {
+                    if let Some(i) = waiters.iter().position(|w| w.0 == connection_id) {
+                        let (_, addr, reply) = waiters.swap_remove(i);
+                        let _ = reply.send(Err(Error::Dial {
+                            peer: peer.to_base58(),
+                            addr,
+                            reason: error.to_string(),
+                        }));
+                    }
+                    if waiters.is_empty() {
+                        self.pending_connect.remove(&peer);
+                    }
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::Behaviour(e) => self.on_behaviour_event(e),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn fail_pending_listen(&mut self, id: ListenerId, error: Option<std::io::Error>) {
+        let waiting = self
+            .pending_listen
+            .as_ref()
+            .is_some_and(|(ids, _)| ids.contains_key(&id));
+        if waiting {
+            if let Some((mut ids, reply)) = self.pending_listen.take() {
+                let addr = ids.remove(&id).unwrap_or_else(Multiaddr::empty);
+                let source = error.unwrap_or_else(|| std::io::Error::other("listener closed"));
+                let _ = reply.send(Err(Error::Listen { addr, source }));
+            }
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                if let Some(view) = self.peers.get_mut(&peer_id) {
+                    view.identify = Some(PeerIdentify {
+                        agent_version: info.agent_version,
+                        protocol_version: info.protocol_version,
+                        protocols: info.protocols.iter().map(|p| p.to_string()).collect(),
+                    });
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Error { peer_id, error, .. }) => {
+                tracing::debug!(peer = %peer_id, %error, "identify failed");
+            }
+            BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Ping(ping::Event { peer, result, .. }) => {
+                if let (Ok(rtt), Some(view)) = (result, self.peers.get_mut(&peer)) {
+                    view.rtt = Some(rtt);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addrs) in group(found) {
+                    tracing::info!(%peer, ?addrs, "mDNS: discovered");
+                    self.swarm
+                        .behaviour_mut()
+                        .peering
+                        .add_peer(peer, addrs, Source::Discovered);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(gone)) => {
+                for (peer, _) in group(gone) {
+                    // mDNS may still know the peer by another address; only a full expiry lets go.
+                    if !self
+                        .swarm
+                        .behaviour()
+                        .mdns
+                        .as_ref()
+                        .is_some_and(|m| m.discovered_nodes().any(|p| *p == peer))
+                    {
+                        tracing::info!(%peer, "mDNS: expired");
+                        self.swarm
+                            .behaviour_mut()
+                            .peering
+                            .remove_peer(&peer, Source::Discovered);
+                    }
+                }
+            }
+            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Peering(never) => match never {},
+        }
+    }
+}
+
+/// mDNS reports (peer, addr) pairs; peering wants each peer once with all its addresses.
+fn group(pairs: Vec<(PeerId, Multiaddr)>) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    let mut out: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+    for (peer, addr) in pairs {
+        let addr = strip_p2p(addr);
+        match out.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, v)) => v.push(addr),
+            None => out.push((peer, vec![addr])),
+        }
+    }
+    out
+}
+
+fn strip_p2p(mut a: Multiaddr) -> Multiaddr {
+    if matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
+}
