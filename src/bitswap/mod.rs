@@ -9,6 +9,8 @@
 //! - [`ledger`]: the server side, what each peer wants from us and a
 //!   fair (deficit round robin) scheduler of what to send them.
 //! - [`wantlist`]: the client side, what we want and from whom.
+//! - [`behaviour`] and [`handler`]: the libp2p I/O shell that drives the
+//!   three above (the only part that touches streams, tokio or the store).
 //!
 //! Peers are any `P: Clone + Eq + Hash + Ord + Debug` so libp2p's `PeerId`
 //! plugs in and tests can use small integers.
@@ -16,9 +18,14 @@
 //! The reference behaviour is boxo v0.11.0 (Kubo v0.22), as for the rest of
 //! the crate; every limit is one of the named consts below.
 
+pub mod behaviour;
+pub mod handler;
 pub mod ledger;
 pub mod message;
 pub mod wantlist;
+
+pub use behaviour::{Behaviour, Config, Event, GetError, QueryId, Stats};
+pub use handler::Handler;
 
 pub use ledger::{Action, Ledger, LedgerStats};
 pub use message::{
@@ -119,3 +126,49 @@ pub const REBROADCAST_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// How many recently received CIDs we remember so that a block arriving
 /// after our cancel is counted as a harmless duplicate, not misbehaviour.
 pub const RECENTLY_RECEIVED: usize = 1024;
+
+// ---- I/O shell limits (behaviour.rs, handler.rs) ----
+
+/// Inbound bitswap streams one connection may hold open at once. Kubo keeps
+/// one long-lived stream and its server opens a fresh one per response
+/// (boxo runs 8 task workers), so 16 leaves room; past it the oldest stream
+/// is dropped, never the new one, so a peer that leaks idle streams still
+/// gets heard. Each stream buffers at most one frame ([`MAX_MESSAGE_SIZE`]).
+pub const MAX_INBOUND_STREAMS_PER_CONNECTION: usize = 16;
+
+/// Messages handed to one connection's handler and not yet written. The
+/// behaviour stops taking a peer's work from the ledger at this many, so a
+/// slow reader holds back only itself.
+pub const MAX_OUTBOUND_MESSAGES_PER_PEER: usize = 4;
+
+/// Block read jobs (`spawn_blocking`, each about [`TARGET_MESSAGE_SIZE`] of
+/// blocks) running at once: bounds memory and the threads a busy server uses.
+pub const MAX_CONCURRENT_READS: usize = 4;
+
+/// Store lookups (`has` for one message's wantlist) running at once.
+pub const MAX_CONCURRENT_LOOKUPS: usize = 4;
+
+/// Wantlist messages from one peer waiting for a lookup; past this further
+/// ones are dropped and counted (a peer flooding wantlists loses its own).
+pub const MAX_QUEUED_WANTLISTS_PER_PEER: usize = 16;
+
+/// Block size the ledger is told for stored blocks: the store answers `has`
+/// without a size, and reading a block to learn it would cost a disk read
+/// per want-have. One default chunk: above
+/// [`MAX_BLOCK_SIZE_REPLACE_HAVE_WITH_BLOCK`], so want-haves get a HAVE.
+pub const ASSUMED_BLOCK_SIZE: usize = 256 << 10;
+
+/// CIDs recently announced by `notify_new_blocks`, remembered so a lookup
+/// that started before the block landed still counts it as present.
+pub const RECENTLY_ADDED: usize = 4096;
+
+/// How long one outbound message may take to write before the stream is
+/// dropped (a peer that stops reading must not hold our queue forever).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long `get` waits for a block before it fails (boxo has no limit but
+/// the caller's context; ours is the caller's config).
+pub const DEFAULT_GET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Most `get` queries outstanding at once (each CID may have several).
+pub const MAX_QUERIES: usize = MAX_PENDING_WANTS + MAX_WANTS_IN_FLIGHT;

