@@ -29,14 +29,17 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Keeps `[peering] peers` and mDNS-found peers connected.
     pub peering: peering::Behaviour,
-    // The lead wires bitswap in here: `pub bitswap: crate::bitswap::Behaviour`, built in
-    // `Behaviour::new` from the blockstore the NodeLoop holds (`NodeLoop::store`), and its
-    // `/ipfs/bitswap/1.2.0` added to `super::PROTOCOLS`.
+    /// Serves blocks from the repo's store and fetches missing ones.
+    pub bitswap: crate::bitswap::Behaviour,
 }
 
 impl Behaviour {
     /// Builds every part from the node's config; fails only if mDNS cannot open its sockets.
-    pub fn new(key: &Keypair, config: &NodeConfig) -> std::io::Result<Behaviour> {
+    pub fn new(
+        key: &Keypair,
+        config: &NodeConfig,
+        store: crate::blockstore::FsBlockstore,
+    ) -> std::io::Result<Behaviour> {
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
             .with_max_established_per_peer(Some(config.max_connections_per_peer))
@@ -63,6 +66,7 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: Toggle::from(mdns),
             peering: peering::Behaviour::new(peering::Config::default()),
+            bitswap: crate::bitswap::Behaviour::new(store, crate::bitswap::Config::default()),
         })
     }
 }

@@ -5,6 +5,8 @@
 //! that wait on the network (listeners coming up, dials) in maps keyed by listener or peer.
 
 use std::collections::HashMap;
+
+use cid::Cid;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,18 +39,20 @@ type ListenReply = oneshot::Sender<Result<Vec<Multiaddr>, Error>>;
 type ConnectReply = oneshot::Sender<Result<PeerId, Error>>;
 
 /// The task that drives the swarm.
+/// Fetched blocks whose write results may wait for the loop; writers wait when it is full.
+const STORE_QUEUE: usize = 64;
+
 pub struct NodeLoop {
     swarm: Swarm<Behaviour>,
     /// Ours (the swarm keeps only the peer id).
     public_key: libp2p::identity::PublicKey,
     commands: mpsc::Receiver<Command>,
     config: NodeConfig,
-    /// The repo's blockstore, held for the bitswap behaviour the lead wires in.
-    #[expect(
-        dead_code,
-        reason = "bitswap (next issue) serves and stores blocks through it"
-    )]
+    /// The repo's blockstore: bitswap serves from it, and fetched blocks are stored in it.
     store: crate::blockstore::FsBlockstore,
+    /// Fetched blocks being written off the swarm's thread; each reports back its CID.
+    stored_tx: mpsc::Sender<Result<Cid, String>>,
+    stored_rx: mpsc::Receiver<Result<Cid, String>>,
     peers: HashMap<PeerId, PeerView>,
     /// A `Listen` command waiting for these listeners to report their first address.
     pending_listen: Option<(HashMap<ListenerId, Multiaddr>, ListenReply)>,
@@ -64,12 +68,15 @@ impl NodeLoop {
         config: NodeConfig,
         store: crate::blockstore::FsBlockstore,
     ) -> NodeLoop {
+        let (stored_tx, stored_rx) = mpsc::channel(STORE_QUEUE);
         NodeLoop {
             swarm,
             public_key,
             commands,
             config,
             store,
+            stored_tx,
+            stored_rx,
             peers: HashMap::new(),
             pending_listen: None,
             pending_connect: HashMap::new(),
@@ -95,6 +102,10 @@ impl NodeLoop {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
+                Some(stored) = self.stored_rx.recv() => match stored {
+                    Ok(cid) => self.swarm.behaviour_mut().bitswap.notify_new_blocks(&[cid]),
+                    Err(e) => tracing::warn!(error = %e, "storing a fetched block failed"),
+                },
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -334,6 +345,26 @@ impl NodeLoop {
                 tracing::debug!(peer = %peer_id, %error, "identify failed");
             }
             BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Bitswap(crate::bitswap::Event::Block {
+                cid, data, from, ..
+            }) => {
+                tracing::debug!(%cid, peer = %from, bytes = data.len(), "bitswap: block received");
+                // The behaviour verified the bytes against the CID; disk writes stay off this thread.
+                let store = self.store.clone();
+                let tx = self.stored_tx.clone();
+                tokio::spawn(async move {
+                    let block = crate::block::Block { cid, data };
+                    let res = tokio::task::spawn_blocking(move || store.put_block(&block))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .map(|()| cid);
+                    let _ = tx.send(res).await;
+                });
+            }
+            BehaviourEvent::Bitswap(crate::bitswap::Event::GetFailed { cid, error, .. }) => {
+                tracing::info!(%cid, %error, "bitswap: fetch failed");
+            }
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => {
                 if let (Ok(rtt), Some(view)) = (result, self.peers.get_mut(&peer)) {
                     view.rtt = Some(rtt);

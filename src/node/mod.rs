@@ -35,7 +35,15 @@ pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 /// Stream protocols the node answers, for `id`'s `Protocols` (identify gathers the same list per
 /// connection, but a swarm with no connection cannot be asked). Keep in step with
 /// [`behaviour::Behaviour`].
-pub const PROTOCOLS: &[&str] = &["/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0"];
+pub const PROTOCOLS: &[&str] = &[
+    "/ipfs/bitswap",
+    "/ipfs/bitswap/1.0.0",
+    "/ipfs/bitswap/1.1.0",
+    "/ipfs/bitswap/1.2.0",
+    "/ipfs/id/1.0.0",
+    "/ipfs/id/push/1.0.0",
+    "/ipfs/ping/1.0.0",
+];
 /// Commands waiting for the node loop; senders wait when it is full (backpressure, not memory).
 const COMMAND_QUEUE: usize = 64;
 
@@ -213,6 +221,7 @@ pub fn spawn(
     store: crate::blockstore::FsBlockstore,
 ) -> Result<(Node, NodeLoop), Error> {
     let behaviour_config = config.clone();
+    let behaviour_store = store.clone();
     let public_key = key.public();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -226,7 +235,7 @@ pub fn spawn(
         .map_err(|e| Error::Transport("tcp+noise", e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
-            behaviour::Behaviour::new(key, &behaviour_config)
+            behaviour::Behaviour::new(key, &behaviour_config, behaviour_store)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| Error::Mdns(std::io::Error::other(e.to_string())))?

@@ -730,3 +730,43 @@ fn node_mdns_finds_kubo_across_a_veth_pair() {
     drop(k);
     drop(ns);
 }
+
+// ---- bitswap through the daemon -------------------------------------------------------------------
+
+/// Kubo (RSA and Ed25519) fetches files that `wanda-ipfs add` stored, from the running daemon over
+/// bitswap: CIDv0 with dag-pb leaves and CIDv1 with raw leaves; bytes equal.
+fn kubo_fetches_from_daemon(ed25519: bool) {
+    let Some(mut k) = kubo(ed25519) else { return };
+    let repo = TestRepo::init();
+    let mut files = Vec::new();
+    for (i, opts) in [&[][..], &["--cid-version", "1"][..]].iter().enumerate() {
+        let p = repo.path().join(format!("image_{i}.jpg"));
+        std::fs::write(&p, crate::corpus::Prng::new(40 + i as u64).bytes(10 << 20)).unwrap();
+        let cid = repo.cmd().args(["add", "-Q"]).args(*opts).arg(&p).stdout();
+        files.push((p, cid));
+    }
+    let d = WandaDaemon::start(&repo);
+    k.connect(&d.tcp_addr(), NET_DEADLINE).unwrap();
+    for (p, cid) in &files {
+        let dest = repo.path().join(format!("{cid}.out"));
+        k.download(cid, &dest, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("Kubo could not fetch {cid} from the daemon: {e}"));
+        eqnice!(
+            crate::util::sha256_file(p),
+            crate::util::sha256_file(&dest),
+            "{cid}"
+        );
+    }
+    let (s, _) = d.terminate();
+    assert!(s.success());
+}
+
+#[test]
+fn node_kubo_rsa_fetches_from_daemon_over_bitswap() {
+    kubo_fetches_from_daemon(false);
+}
+
+#[test]
+fn node_kubo_ed25519_fetches_from_daemon_over_bitswap() {
+    kubo_fetches_from_daemon(true);
+}
