@@ -10,7 +10,6 @@ long-lived Kubo driver) belongs to that measurement alone.
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -87,13 +86,11 @@ def main():
     work = tempfile.mkdtemp(prefix="wanda-bench-", dir="/var/tmp")
     try:
         path = os.path.join(work, "input.bin")
-        rng = random.Random(20261125)
-        with open(path, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 8 << 20)
-                f.write(rng.randbytes(n))
-                left -= n
+        # Generated in a child: a forked child's peak RSS (ru_maxrss) starts from its parent's RSS at
+        # fork time, so this process must stay small for the wanda-ipfs figures to be its own.
+        gen = ("import random,sys; r=random.Random(20261125); n=int(sys.argv[2]); f=open(sys.argv[1],'wb')\n"
+               "while n:\n    k=min(n, 8<<20); f.write(r.randbytes(k)); n-=k\n")
+        subprocess.run([sys.executable, "-c", gen, path, str(size)], check=True)
         rows = {}
 
         def median(name, fn):
