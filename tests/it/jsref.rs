@@ -54,33 +54,16 @@ impl AddOptions {
 
     /// Flags for import.mjs.
     pub(crate) fn js_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if let Some(v) = self.cid_version {
-            a.push(format!("--cid-version={v}"));
-        }
-        if let Some(r) = self.raw_leaves {
-            a.push(format!("--raw-leaves={r}"));
-        }
-        if let Some(n) = self.chunk_size {
-            a.push(format!("--chunk-size={n}"));
-        }
-        if self.trickle {
-            a.push("--trickle".into());
-        }
-        if self.wrap {
-            a.push("-w".into());
-        }
-        if self.recursive {
-            a.push("-r".into());
-        }
-        if self.hidden {
-            a.push("--hidden".into());
-        }
-        a
+        self.args(|n| format!("--chunk-size={n}"))
     }
 
     /// The same options as `wanda-ipfs add` flags (Kubo-shaped).
     pub(crate) fn wanda_args(&self) -> Vec<String> {
+        self.args(|n| format!("--chunker=size-{n}"))
+    }
+
+    /// The flags both tools spell alike; only the chunk size is spelled differently.
+    fn args(&self, chunk_flag: impl Fn(u64) -> String) -> Vec<String> {
         let mut a = Vec::new();
         if let Some(v) = self.cid_version {
             a.push(format!("--cid-version={v}"));
@@ -89,7 +72,7 @@ impl AddOptions {
             a.push(format!("--raw-leaves={r}"));
         }
         if let Some(n) = self.chunk_size {
-            a.push(format!("--chunker=size-{n}"));
+            a.push(chunk_flag(n));
         }
         if self.trickle {
             a.push("--trickle".into());

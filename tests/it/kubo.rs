@@ -5,12 +5,11 @@
 //! Each peer has its own temp dir (repo, kubo.log), removed on drop; the child is killed by PID on drop.
 //! Use [`kubo_or_skip`] to start one: under `CI=true` a peer that cannot start fails the test.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -120,34 +119,8 @@ impl KuboPeer {
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", python.display()))?;
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr_pipe = child.stderr.take().expect("piped stderr");
-
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // Keep the tail of stderr (Go logs, tracebacks) for error messages; never print it live.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let keep = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut r = BufReader::new(stderr_pipe);
-            let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                let mut k = keep.lock().unwrap_or_else(|p| p.into_inner());
-                k.extend_from_slice(&buf);
-                if k.len() > STDERR_KEEP {
-                    let cut = k.len() - STDERR_KEEP;
-                    k.drain(..cut);
-                }
-                buf.clear();
-            }
-        });
+        // Keep the tail of stderr (Go logs, tracebacks) for error messages.
+        let (lines, stderr) = crate::util::pipe_child(&mut child, STDERR_KEEP);
 
         let mut peer = KuboPeer {
             child,

@@ -6,10 +6,9 @@
 //! (root needed; see shared/testing-peers.md). Narrow runs: `cargo test --test it node_`.
 //! mDNS alone: `cargo test --test it node_mdns` (as root).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -98,29 +97,8 @@ impl WandaDaemon {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn daemon: {e}"))?;
-        let out = child.stdout.take().expect("piped stdout");
-        let err = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let keep = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut r = BufReader::new(err);
-            let mut buf = Vec::new();
-            while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                keep.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend_from_slice(&buf);
-                buf.clear();
-            }
-        });
+        // All of stderr is kept: tests read the daemon's log lines from it.
+        let (lines, stderr) = crate::util::pipe_child(&mut child, usize::MAX);
         let mut d = WandaDaemon {
             child,
             lines,

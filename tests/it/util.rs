@@ -125,6 +125,46 @@ pub(crate) fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Result
     })
 }
 
+/// A child's output, read on background threads: stdout as lines on a channel, and the last `keep`
+/// bytes of stderr for error messages (never printed live). The threads end when the child closes
+/// its pipes.
+pub(crate) fn pipe_child(
+    child: &mut std::process::Child,
+    keep: usize,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let out = child.stdout.take().expect("piped stdout");
+    let err = child.stderr.take().expect("piped stderr");
+    let (tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tail = std::sync::Arc::clone(&stderr);
+    thread::spawn(move || {
+        let mut r = BufReader::new(err);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let mut k = tail.lock().unwrap_or_else(|p| p.into_inner());
+            k.extend_from_slice(&buf);
+            if k.len() > keep {
+                let cut = k.len() - keep;
+                k.drain(..cut);
+            }
+            buf.clear();
+        }
+    });
+    (lines, stderr)
+}
+
 /// A wanda-ipfs repository in a temporary directory; `WANDA_IPFS_PATH` points at it for every command.
 pub(crate) struct TestRepo {
     dir: tempfile::TempDir,
