@@ -162,6 +162,9 @@ pub struct SwarmConfig {
     /// Connections being set up, each direction. Default 64.
     #[serde(default = "default_max_pending")]
     pub max_pending: u32,
+    /// Seconds to wait for a block no connected peer has sent before `cat`/`get` fail. Default 120.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
 }
 
 /// Default of `swarm.listen`, as Kubo's `Addresses.Swarm` (less WebTransport).
@@ -180,6 +183,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 256;
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Default of `swarm.max_pending`.
 pub const DEFAULT_MAX_PENDING: u32 = 64;
+/// Default of `swarm.fetch_timeout_secs`: peers on a mesh can be slow, but a reader must learn
+/// that nobody has the block (Kubo waits for the caller to give up).
+pub const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 120;
 
 fn default_listen() -> Vec<String> {
     DEFAULT_SWARM_LISTEN.iter().map(|s| s.to_string()).collect()
@@ -196,6 +202,9 @@ fn default_max_connections_per_peer() -> u32 {
 fn default_max_pending() -> u32 {
     DEFAULT_MAX_PENDING
 }
+fn default_fetch_timeout() -> u64 {
+    DEFAULT_FETCH_TIMEOUT_SECS
+}
 
 impl Default for SwarmConfig {
     fn default() -> Self {
@@ -205,6 +214,7 @@ impl Default for SwarmConfig {
             max_connections: default_max_connections(),
             max_connections_per_peer: default_max_connections_per_peer(),
             max_pending: default_max_pending(),
+            fetch_timeout_secs: default_fetch_timeout(),
         }
     }
 }
@@ -310,6 +320,11 @@ impl Config {
         if self.swarm.max_connections == 0 || self.swarm.max_connections_per_peer == 0 {
             return Err(Error::Invalid(
                 "swarm: max_connections and max_connections_per_peer must be at least 1".into(),
+            ));
+        }
+        if self.swarm.fetch_timeout_secs == 0 {
+            return Err(Error::Invalid(
+                "swarm: fetch_timeout_secs must be at least 1".into(),
             ));
         }
         if self.swarm.idle_timeout_secs == 0 {

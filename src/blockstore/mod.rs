@@ -26,6 +26,9 @@ pub use fs::{
 pub enum Error {
     #[error("block {0} is not in the local store")]
     NotFound(Cid),
+    #[error("block {cid} is not stored here and could not be fetched: {reason}")]
+    // Boxed to keep `Error` small, as `MissingBlock`.
+    Unavailable { cid: Box<Cid>, reason: String },
     #[error(transparent)]
     Corrupt(#[from] BlockError),
     #[error("{op} {path}: {source}")]

@@ -5,6 +5,7 @@
 pub mod args;
 mod daemon;
 mod progress;
+mod remote;
 mod swarm;
 
 use std::io::{IsTerminal, Read, Write};
@@ -76,6 +77,9 @@ fn run(cli: Cli, repo_path: &Path) -> Result<()> {
         Command::Swarm(s) => swarm::swarm(s, repo_path),
         Command::Add(a) => add(a, config, repo_path),
         Command::Cat { path } => {
+            if let Some(c) = swarm::daemon(repo_path)? {
+                return remote::cat(&c, &path);
+            }
             let repo = open(config, repo_path)?;
             let cid = resolve(&repo.store, &path)?;
             let stdout = std::io::stdout();
@@ -86,6 +90,9 @@ fn run(cli: Cli, repo_path: &Path) -> Result<()> {
             Ok(())
         }
         Command::Get { path, output } => {
+            if let Some(c) = swarm::daemon(repo_path)? {
+                return remote::get(&c, &path, output);
+            }
             let repo = open(config, repo_path)?;
             let cid = resolve(&repo.store, &path)?;
             let dest = output.unwrap_or_else(|| PathBuf::from(cid.to_string()));

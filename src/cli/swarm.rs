@@ -10,12 +10,12 @@ use crate::node::client::RpcClient;
 use crate::node::IdInfo;
 
 /// The running daemon of this repo, if any (a stale `api` file counts as none).
-fn daemon(repo_path: &Path) -> Result<Option<RpcClient>> {
+pub(super) fn daemon(repo_path: &Path) -> Result<Option<RpcClient>> {
     RpcClient::discover(repo_path).context("looking for a running daemon")
 }
 
 /// A small runtime for one RPC call from the synchronous CLI.
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
+pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -66,7 +66,10 @@ impl Behaviour {
             ping: ping::Behaviour::new(ping::Config::new()),
             mdns: Toggle::from(mdns),
             peering: peering::Behaviour::new(peering::Config::default()),
-            bitswap: crate::bitswap::Behaviour::new(store, crate::bitswap::Config::default()),
+            bitswap: crate::bitswap::Behaviour::new(
+                store,
+                crate::bitswap::Config::default().with_get_timeout(config.fetch_timeout),
+            ),
         })
     }
 }

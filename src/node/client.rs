@@ -156,6 +156,91 @@ impl RpcClient {
         })
     }
 
+    /// POSTs `path_and_query` with `body` and hands each chunk of a successful answer to
+    /// `on_data`; returns the bytes received. Fails with the server's message on an error status
+    /// or an `X-Stream-Error` trailer, and when fewer bytes came than `X-Content-Length` promised.
+    /// No overall timeout: content can be large; the server bounds each block's fetch.
+    pub async fn stream<B>(
+        &self,
+        path_and_query: &str,
+        body: B,
+        mut on_data: impl FnMut(Bytes) -> std::io::Result<()>,
+    ) -> Result<u64, Error>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let p = path_and_query.split('?').next().unwrap_or("").to_string();
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|source| Error::Connect {
+                addr: self.addr,
+                source,
+            })?;
+        let http = |source| Error::Http {
+            path: p.clone(),
+            source,
+        };
+        let decode = |reason: String| Error::Decode {
+            path: p.clone(),
+            reason,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        let driver = tokio::spawn(conn);
+        let req = hyper::Request::post(path_and_query)
+            .header(hyper::header::HOST, self.addr.to_string())
+            // Without it hyper's server drops trailers, and with them the stream's error.
+            .header(hyper::header::TE, "trailers")
+            .body(body)
+            .map_err(|e| decode(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let promised: Option<u64> = resp
+            .headers()
+            .get("X-Content-Length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| decode(e.to_string()))?
+                .to_bytes();
+            driver.abort();
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return Err(Error::Remote { path: p, message });
+        }
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(http)?;
+            match frame.into_data() {
+                Ok(data) => {
+                    got += data.len() as u64;
+                    on_data(data).map_err(|e| decode(format!("writing the answer: {e}")))?;
+                }
+                Err(frame) => {
+                    if let Some(e) = frame
+                        .trailers_ref()
+                        .and_then(|t| t.get(super::content::STREAM_ERROR))
+                    {
+                        let message = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                        return Err(Error::Remote { path: p, message });
+                    }
+                }
+            }
+        }
+        driver.abort();
+        if let Some(n) = promised.filter(|&n| n != got) {
+            return Err(decode(format!("the stream ended after {got} of {n} bytes")));
+        }
+        Ok(got)
+    }
+
     pub async fn id(&self) -> Result<IdInfo, Error> {
         self.post("/api/v0/id", rpc::REQUEST_TIMEOUT + RESPONSE_SLACK)
             .await
@@ -179,7 +264,7 @@ impl RpcClient {
 }
 
 /// Query-string encoding: everything but unreserved characters (RFC 3986) is %XX.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

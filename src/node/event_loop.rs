@@ -5,9 +5,10 @@
 //! that wait on the network (listeners coming up, dials) in maps keyed by listener or peer.
 
 use std::collections::HashMap;
-
-use cid::Cid;
 use std::time::Duration;
+
+use bytes::Bytes;
+use multihash::Multihash;
 
 use futures::StreamExt;
 use libp2p::core::transport::{ListenerId, TransportError};
@@ -20,7 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::handle::Command;
 use super::peering::Source;
+use super::store_writer::{StoreWriter, Stored};
 use super::{Error, IdInfo, NodeConfig, PeerIdentify, PeerInfo};
+use crate::bitswap::QueryId;
 
 /// Per-connection facts `swarm peers` reports.
 struct Conn {
@@ -37,22 +40,23 @@ struct PeerView {
 
 type ListenReply = oneshot::Sender<Result<Vec<Multiaddr>, Error>>;
 type ConnectReply = oneshot::Sender<Result<PeerId, Error>>;
+type WantReply = oneshot::Sender<Result<Bytes, Error>>;
 
 /// The task that drives the swarm.
-/// Fetched blocks whose write results may wait for the loop; writers wait when it is full.
-const STORE_QUEUE: usize = 64;
-
 pub struct NodeLoop {
     swarm: Swarm<Behaviour>,
     /// Ours (the swarm keeps only the peer id).
     public_key: libp2p::identity::PublicKey,
     commands: mpsc::Receiver<Command>,
     config: NodeConfig,
-    /// The repo's blockstore: bitswap serves from it, and fetched blocks are stored in it.
-    store: crate::blockstore::FsBlockstore,
-    /// Fetched blocks being written off the swarm's thread; each reports back its CID.
-    stored_tx: mpsc::Sender<Result<Cid, String>>,
-    stored_rx: mpsc::Receiver<Result<Cid, String>>,
+    /// Fetched blocks go to the repo's blockstore through this, in group commits.
+    writer: StoreWriter,
+    stored_rx: mpsc::Receiver<Stored>,
+    /// Fetched blocks queued for the writer, with the wants they answer once stored (so a
+    /// requester never runs further ahead of the disk than its own window of blocks).
+    storing: HashMap<Multihash<64>, (Bytes, Vec<WantReply>)>,
+    /// `Want` commands by the bitswap get that will answer them.
+    pending_wants: HashMap<QueryId, WantReply>,
     peers: HashMap<PeerId, PeerView>,
     /// A `Listen` command waiting for these listeners to report their first address.
     pending_listen: Option<(HashMap<ListenerId, Multiaddr>, ListenReply)>,
@@ -67,20 +71,21 @@ impl NodeLoop {
         commands: mpsc::Receiver<Command>,
         config: NodeConfig,
         store: crate::blockstore::FsBlockstore,
-    ) -> NodeLoop {
-        let (stored_tx, stored_rx) = mpsc::channel(STORE_QUEUE);
-        NodeLoop {
+    ) -> std::io::Result<NodeLoop> {
+        let (writer, stored_rx) = StoreWriter::spawn(store)?;
+        Ok(NodeLoop {
             swarm,
             public_key,
             commands,
             config,
-            store,
-            stored_tx,
+            writer,
             stored_rx,
+            storing: HashMap::new(),
+            pending_wants: HashMap::new(),
             peers: HashMap::new(),
             pending_listen: None,
             pending_connect: HashMap::new(),
-        }
+        })
     }
 
     /// Our peer id.
@@ -102,10 +107,7 @@ impl NodeLoop {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
-                Some(stored) = self.stored_rx.recv() => match stored {
-                    Ok(cid) => self.swarm.behaviour_mut().bitswap.notify_new_blocks(&[cid]),
-                    Err(e) => tracing::warn!(error = %e, "storing a fetched block failed"),
-                },
+                Some(stored) = self.stored_rx.recv() => self.on_stored(stored),
                 command = self.commands.recv() => match command {
                     Some(c) => self.on_command(c),
                     None => break,
@@ -120,6 +122,36 @@ impl NodeLoop {
         for (_, waiters) in self.pending_connect.drain() {
             for (_, _, reply) in waiters {
                 let _ = reply.send(Err(Error::Stopped));
+            }
+        }
+        for (_, reply) in self.pending_wants.drain() {
+            let _ = reply.send(Err(Error::Stopped));
+        }
+        for (_, (_, waiters)) in self.storing.drain() {
+            for w in waiters {
+                let _ = w.send(Err(Error::Stopped));
+            }
+        }
+    }
+
+    fn on_stored(&mut self, stored: Stored) {
+        for cid in &stored.cids {
+            if let Some((data, waiters)) = self.storing.remove(cid.hash()) {
+                // Stored or not, the requesters get the verified bytes; a failure is logged below.
+                for w in waiters {
+                    let _ = w.send(Ok(data.clone()));
+                }
+            }
+        }
+        match stored.error {
+            None => self
+                .swarm
+                .behaviour_mut()
+                .bitswap
+                .notify_new_blocks(&stored.cids),
+            // The requesters already have the bytes; the store will ask again when needed.
+            Some(e) => {
+                tracing::warn!(error = %e, blocks = stored.cids.len(), "storing fetched blocks failed")
             }
         }
     }
@@ -193,6 +225,16 @@ impl NodeLoop {
                         }));
                     }
                 }
+            }
+            Command::Want { cid, reply } => {
+                if let Some((_, waiters)) = self.storing.get_mut(cid.hash()) {
+                    waiters.push(reply);
+                    return;
+                }
+                // Requesters that gave up leave closed replies behind: drop them as we go.
+                self.pending_wants.retain(|_, r| !r.is_closed());
+                let query = self.swarm.behaviour_mut().bitswap.get(cid);
+                self.pending_wants.insert(query, reply);
             }
         }
     }
@@ -346,24 +388,42 @@ impl NodeLoop {
             }
             BehaviourEvent::Identify(_) => {}
             BehaviourEvent::Bitswap(crate::bitswap::Event::Block {
-                cid, data, from, ..
+                cid,
+                data,
+                from,
+                queries,
             }) => {
                 tracing::debug!(%cid, peer = %from, bytes = data.len(), "bitswap: block received");
+                let waiters: Vec<WantReply> = queries
+                    .iter()
+                    .filter_map(|q| self.pending_wants.remove(q))
+                    .collect();
+                if self.storing.contains_key(cid.hash()) {
+                    // Already queued (a second peer sent it too): its waiters join the first's.
+                    if let Some((_, w)) = self.storing.get_mut(cid.hash()) {
+                        w.extend(waiters);
+                    }
+                    return;
+                }
                 // The behaviour verified the bytes against the CID; disk writes stay off this thread.
-                let store = self.store.clone();
-                let tx = self.stored_tx.clone();
-                tokio::spawn(async move {
-                    let block = crate::block::Block { cid, data };
-                    let res = tokio::task::spawn_blocking(move || store.put_block(&block))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()))
-                        .map(|()| cid);
-                    let _ = tx.send(res).await;
-                });
+                let block = crate::block::Block {
+                    cid,
+                    data: data.clone(),
+                };
+                if self.writer.store(block) {
+                    self.storing.insert(*cid.hash(), (data, waiters));
+                } else {
+                    tracing::warn!(%cid, "the store writer is full or stopped; fetched block not stored");
+                    for w in waiters {
+                        let _ = w.send(Ok(data.clone()));
+                    }
+                }
             }
-            BehaviourEvent::Bitswap(crate::bitswap::Event::GetFailed { cid, error, .. }) => {
+            BehaviourEvent::Bitswap(crate::bitswap::Event::GetFailed { query, cid, error }) => {
                 tracing::info!(%cid, %error, "bitswap: fetch failed");
+                if let Some(reply) = self.pending_wants.remove(&query) {
+                    let _ = reply.send(Err(Error::Fetch(error)));
+                }
             }
             BehaviourEvent::Ping(ping::Event { peer, result, .. }) => {
                 if let (Ok(rtt), Some(view)) = (result, self.peers.get_mut(&peer)) {

@@ -1,8 +1,12 @@
 //! [`Node`]: the cloneable handle every other part (RPC, CLI, later the pipeline) uses to ask
 //! the node loop for something. Each call is one [`Command`] with a oneshot reply.
 
+use bytes::Bytes;
+use cid::Cid;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::blockstore::{self, BlockSource, FsBlockstore};
 
 use super::{Error, IdInfo, PeerInfo};
 
@@ -26,17 +30,30 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, Error>>,
     },
+    /// Fetches a block the store lacks from connected peers; replies with its verified bytes
+    /// (the loop also stores it).
+    Want {
+        cid: Cid,
+        reply: oneshot::Sender<Result<Bytes, Error>>,
+    },
 }
 
 /// Handle to a running node. Cheap to clone; every clone talks to the same loop.
 #[derive(Debug, Clone)]
 pub struct Node {
     tx: mpsc::Sender<Command>,
+    /// Read directly, off the loop: a local hit never waits behind network work.
+    store: FsBlockstore,
 }
 
 impl Node {
-    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Node {
-        Node { tx }
+    pub(crate) fn new(tx: mpsc::Sender<Command>, store: FsBlockstore) -> Node {
+        Node { tx, store }
+    }
+
+    /// The repo's blockstore, shared with the loop.
+    pub fn store(&self) -> &FsBlockstore {
+        &self.store
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
@@ -69,5 +86,34 @@ impl Node {
         let (peer, addr) = super::split_peer("address", addr)?;
         self.ask(|reply| Command::Connect { peer, addr, reply })
             .await?
+    }
+
+    /// A block's verified bytes: from the store, or else fetched over bitswap from connected
+    /// peers (and stored). Fails after bitswap's get timeout if nobody sends it.
+    pub async fn block(&self, cid: Cid) -> Result<Bytes, Error> {
+        let store = self.store.clone();
+        let local = tokio::task::spawn_blocking(move || store.get(&cid))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
+        match local {
+            Ok(data) => Ok(data),
+            Err(blockstore::Error::NotFound(_)) => {
+                self.ask(|reply| Command::Want { cid, reply }).await?
+            }
+            Err(e) => Err(Error::Store(e.to_string())),
+        }
+    }
+
+    /// Makes sure a block is stored, without reading it when it already is.
+    pub async fn ensure(&self, cid: Cid) -> Result<(), Error> {
+        let store = self.store.clone();
+        let have = tokio::task::spawn_blocking(move || store.has(&cid))
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?
+            .map_err(|e| Error::Store(e.to_string()))?;
+        if !have {
+            self.ask(|reply| Command::Want { cid, reply }).await??;
+        }
+        Ok(())
     }
 }

@@ -11,11 +11,14 @@
 
 pub mod behaviour;
 pub mod client;
+pub mod content;
 mod event_loop;
+pub mod fetch;
 mod handle;
 pub mod identity;
 pub mod peering;
 pub mod rpc;
+mod store_writer;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -76,6 +79,12 @@ pub enum Error {
     },
     #[error("the node has stopped")]
     Stopped,
+    #[error("bitswap: {0}")]
+    Fetch(#[from] crate::bitswap::GetError),
+    #[error("the blockstore: {0}")]
+    Store(String),
+    #[error("block {cid} is not a readable dag-pb node: {reason}")]
+    BadBlock { cid: String, reason: String },
     #[error(transparent)]
     Identity(#[from] identity::Error),
 }
@@ -93,6 +102,8 @@ pub struct NodeConfig {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub max_pending: u32,
+    /// How long a bitswap fetch waits for a block.
+    pub fetch_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -126,6 +137,7 @@ impl NodeConfig {
             max_connections: c.swarm.max_connections,
             max_connections_per_peer: c.swarm.max_connections_per_peer,
             max_pending: c.swarm.max_pending,
+            fetch_timeout: Duration::from_secs(c.swarm.fetch_timeout_secs),
         })
     }
 }
@@ -243,8 +255,9 @@ pub fn spawn(
         .build();
     let (tx, rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
     Ok((
-        Node::new(tx),
-        NodeLoop::new(swarm, public_key, rx, config, store),
+        Node::new(tx, store.clone()),
+        NodeLoop::new(swarm, public_key, rx, config, store)
+            .map_err(|e| Error::Store(format!("cannot start the store writer: {e}")))?,
     ))
 }
 

@@ -143,6 +143,8 @@ pub fn router(node: Node) -> Router {
         .route("/api/v0/version", post(version))
         .route("/api/v0/swarm/peers", post(swarm_peers))
         .route("/api/v0/swarm/connect", post(swarm_connect))
+        .route("/api/v0/cat", post(super::content::cat))
+        .route("/api/v0/get", post(super::content::get))
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(node)
 }
@@ -168,19 +170,19 @@ pub struct ErrorBody {
     pub kind: String,
 }
 
-struct ApiError {
+pub(super) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
 }

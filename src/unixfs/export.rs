@@ -428,7 +428,8 @@ pub fn ls<B: BlockSource + ?Sized>(src: &B, cid: &Cid) -> Result<Vec<LsEntry>, E
 }
 
 /// Whether `name` can be a single path component safely.
-fn safe_name(name: &str) -> bool {
+/// Whether a directory entry's name is one path component that cannot escape its directory.
+pub(crate) fn safe_name(name: &str) -> bool {
     !(name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']))
 }
 
@@ -457,6 +458,20 @@ fn write_symlink(cid: &Cid, fs: &UnixfsData, path: &Path) -> Result<(), Error> {
     }
     std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
         .map_err(io_err("create symlink", path))
+}
+
+/// The target of the UnixFS symlink at `cid`.
+pub fn symlink_target<B: BlockSource + ?Sized>(src: &B, cid: &Cid) -> Result<Vec<u8>, Error> {
+    match load_node(src, cid)? {
+        Node::Pb { fs, .. } if kind_of(&fs) == EntryKind::Symlink => {
+            let target = fs.data.as_deref().unwrap_or(&[]);
+            if target.is_empty() || target.contains(&0) {
+                return Err(malformed(cid, "symlink target is empty or holds NUL"));
+            }
+            Ok(target.to_vec())
+        }
+        _ => Err(malformed(cid, "not a UnixFS symlink")),
+    }
 }
 
 /// Directories `get` still has to write: (cid, where, depth).

@@ -3,6 +3,7 @@
 
 pub mod options;
 pub mod pb;
+pub mod tar;
 
 pub use options::{Chunker, ImportOptions, Layout};
 pub mod chunker;

@@ -748,3 +748,125 @@ fn node_kubo_rsa_fetches_from_daemon_over_bitswap() {
 fn node_kubo_ed25519_fetches_from_daemon_over_bitswap() {
     kubo_fetches_from_daemon(true);
 }
+
+// ---- cat/get through the daemon, fetching what the repo lacks ----------------------------------
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    crate::util::hex(&sha2::Sha256::digest(data))
+}
+
+/// Sets `[swarm] fetch_timeout_secs` in the repo's config, so "nobody has it" is quick to see.
+fn set_fetch_timeout(repo: &TestRepo, secs: u64) {
+    let p = repo.repo_path().join("config.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains("fetch_timeout_secs = 120"), "{text}");
+    std::fs::write(
+        &p,
+        text.replace(
+            "fetch_timeout_secs = 120",
+            &format!("fetch_timeout_secs = {secs}"),
+        ),
+    )
+    .unwrap();
+}
+
+/// A daemon with an empty repo serves `cat` (whole files, paths into a directory) and `get` (a
+/// directory tree) of content only a real Kubo has, fetched over bitswap; a CID nobody has fails
+/// with a clear error once the fetch timeout passes, and the Kubo connection stays usable.
+#[test]
+fn node_daemon_fetches_from_kubo_for_cat_and_get() {
+    let Some(mut k) = kubo(true) else { return };
+    let repo = TestRepo::init();
+    set_fetch_timeout(&repo, 3);
+    let src = repo.path().join("night-1");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let big = crate::corpus::Prng::new(77).bytes((10 << 20) + 4321);
+    std::fs::write(src.join("image_0001.jpg"), &big).unwrap();
+    std::fs::write(src.join("sub/note.txt"), b"M42, 30 s\n").unwrap();
+    let dir_cid = k.add(&src, false).unwrap();
+    let file_cid = k.add(&src.join("image_0001.jpg"), false).unwrap();
+    let d = WandaDaemon::start(&repo);
+    let target = k
+        .addrs()
+        .iter()
+        .find(|a| a.contains("/tcp/"))
+        .expect("Kubo listens on TCP")
+        .clone();
+    d.cli_ok(&["swarm", "connect", &target]);
+
+    let t = Instant::now();
+    let out = d.cli(&["cat", &file_cid]);
+    assert!(out.status.success(), "{}", out.stderr_str());
+    eprintln!(
+        "measured: cat of 10 MiB fetched from Kubo in {:?}",
+        t.elapsed()
+    );
+    eqnice!(sha256_hex(&big), sha256_hex(&out.stdout));
+
+    let note = d.cli_ok(&["cat", &format!("/ipfs/{dir_cid}/sub/note.txt")]);
+    eqnice!("M42, 30 s\n".to_string(), note);
+
+    let dest = repo.path().join("got");
+    d.cli_ok(&["get", &dir_cid, "-o", dest.to_str().unwrap()]);
+    eqnice!(
+        crate::util::sha256_file(&src.join("image_0001.jpg")),
+        crate::util::sha256_file(&dest.join("image_0001.jpg"))
+    );
+    eqnice!(
+        b"M42, 30 s\n".to_vec(),
+        std::fs::read(dest.join("sub/note.txt")).unwrap()
+    );
+
+    // A CID nobody has (the sha256 of nothing we stored) fails, saying so.
+    let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    let t = Instant::now();
+    let out = d.cli(&["cat", missing]);
+    assert!(!out.status.success(), "cat of a missing CID succeeded");
+    let err = out.stderr_str();
+    assert!(
+        err.contains(missing) && err.contains("within"),
+        "unclear error: {err}"
+    );
+    eprintln!("measured: missing CID reported after {:?}", t.elapsed());
+    // Still connected, and still fetching.
+    assert!(has_peer(&d.peers(), k.id()));
+    let bad_path = d.cli(&["cat", &format!("{dir_cid}/no-such-file")]);
+    assert!(!bad_path.status.success());
+    assert!(
+        bad_path.stderr_str().contains("no-such-file"),
+        "{}",
+        bad_path.stderr_str()
+    );
+    let (s, _) = d.terminate();
+    assert!(s.success());
+}
+
+/// Two wanda-ipfs daemons, each with a file the other lacks, fetch from each other over bitswap.
+#[test]
+fn node_two_daemons_fetch_from_each_other() {
+    let (ra, rb) = (TestRepo::init(), TestRepo::init());
+    let mut added = Vec::new();
+    for (i, (repo, opts)) in [(&ra, &[][..]), (&rb, &["--cid-version", "1"][..])]
+        .into_iter()
+        .enumerate()
+    {
+        let p = repo.path().join("image.jpg");
+        let data = crate::corpus::Prng::new(90 + i as u64).bytes((3 << 20) + 7);
+        std::fs::write(&p, &data).unwrap();
+        let cid = repo.cmd().args(["add", "-Q"]).args(opts).arg(&p).stdout();
+        added.push((cid, data));
+    }
+    let da = WandaDaemon::start(&ra);
+    let db = WandaDaemon::start(&rb);
+    db.cli_ok(&["swarm", "connect", &da.tcp_addr()]);
+    for (d, (cid, data)) in [(&da, &added[1]), (&db, &added[0])] {
+        let out = d.cli(&["cat", cid]);
+        assert!(out.status.success(), "{}", out.stderr_str());
+        eqnice!(sha256_hex(data), sha256_hex(&out.stdout), "{cid}");
+    }
+    for d in [da, db] {
+        let (s, _) = d.terminate();
+        assert!(s.success());
+    }
+}
