@@ -678,6 +678,15 @@ fn node_mdns_finds_kubo_across_a_veth_pair() {
         return;
     };
     let repo = TestRepo::init();
+    // Content each side has and the other lacks, fetched both ways once mDNS has joined them.
+    let ours = repo.path().join("ours.jpg");
+    let ours_data = crate::corpus::Prng::new(61).bytes((2 << 20) + 61);
+    std::fs::write(&ours, &ours_data).unwrap();
+    let ours_cid = repo.cmd().args(["add", "-Q"]).arg(&ours).stdout();
+    let theirs = repo.path().join("theirs.jpg");
+    let theirs_data = crate::corpus::Prng::new(62).bytes((2 << 20) + 62);
+    std::fs::write(&theirs, &theirs_data).unwrap();
+    let theirs_cid = k.add(&theirs, false).unwrap();
     // mDNS on (no --no-mdns): only ever inside the namespace this test made.
     let listen = format!("/ip4/{}/tcp/4001", NetnsPair::B_IP);
     let d = WandaDaemon::start_with(&repo.repo_path(), Some(&ns.b), &["--listen", &listen])
@@ -703,6 +712,14 @@ fn node_mdns_finds_kubo_across_a_veth_pair() {
             .any(|p| p.ends_with(&d.peer_id()))
             .then_some(())
     });
+    // Each fetches the other's file over the connection mDNS made.
+    let got = repo.path().join("from-us.jpg");
+    k.download(&ours_cid, &got, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("Kubo could not fetch {ours_cid} from us over mDNS: {e}"));
+    eqnice!(sha256_hex(&ours_data), crate::util::sha256_file(&got));
+    let out = d.cli(&["cat", &theirs_cid]);
+    assert!(out.status.success(), "{}", out.stderr_str());
+    eqnice!(sha256_hex(&theirs_data), sha256_hex(&out.stdout));
     let (s, _) = d.terminate();
     assert!(s.success());
     drop(k);
