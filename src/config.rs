@@ -113,6 +113,47 @@ impl ImportConfig {
     }
 }
 
+/// `add`'s flags (CLI) or query arguments (RPC) that override the `[import]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct AddOverrides {
+    pub cid_version: Option<u64>,
+    pub raw_leaves: Option<bool>,
+    pub chunker: Option<String>,
+    pub trickle: bool,
+    pub hash: Option<String>,
+    pub hidden: bool,
+    pub wrap: bool,
+}
+
+impl ImportConfig {
+    /// The options of one `add`: these settings, then its flags on top, as Kubo applies them.
+    pub fn with_overrides(&self, a: &AddOverrides) -> Result<ImportOptions, Error> {
+        let mut ic = self.clone();
+        if let Some(v) = a.cid_version {
+            ic.cid_version = v;
+        }
+        if a.raw_leaves.is_some() {
+            ic.raw_leaves = a.raw_leaves;
+        } else if a.cid_version.is_some() {
+            // An explicit --cid-version decides the leaf kind afresh, as in Kubo.
+            ic.raw_leaves = None;
+        }
+        if let Some(c) = &a.chunker {
+            ic.chunker = c.clone();
+        }
+        if a.trickle {
+            ic.layout = "trickle".into();
+        }
+        if let Some(h) = &a.hash {
+            ic.hash = h.clone();
+        }
+        let mut o = ic.to_options()?;
+        o.hidden = a.hidden;
+        o.wrap = a.wrap;
+        Ok(o)
+    }
+}
+
 pub fn parse_layout(s: &str) -> Result<Layout, Error> {
     match s {
         "balanced" => Ok(Layout::Balanced),

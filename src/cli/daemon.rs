@@ -90,7 +90,8 @@ async fn serve(
     }
     let server = rpc::ApiServer::bind(&api).await?;
     let api_addr = server.multiaddr();
-    let server_task = tokio::spawn(server.serve(node.clone(), stopped.clone()));
+    let server_task =
+        tokio::spawn(server.serve(node.clone(), repo.config.import.clone(), stopped.clone()));
     rpc::write_api_file(repo.path(), &api_addr)?;
     println!("RPC API server listening on {api_addr}");
     println!("Daemon is ready");

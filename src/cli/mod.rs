@@ -143,35 +143,33 @@ fn resolve(store: &impl BlockSource, path: &str) -> Result<Cid> {
 }
 
 fn import_options(a: &AddArgs, config: &Config) -> Result<ImportOptions> {
-    let mut ic = config.import.clone();
-    if let Some(v) = a.cid_version {
-        ic.cid_version = v;
+    Ok(config.import.with_overrides(&add_overrides(a))?)
+}
+
+fn add_overrides(a: &AddArgs) -> crate::config::AddOverrides {
+    crate::config::AddOverrides {
+        cid_version: a.cid_version,
+        raw_leaves: a.raw_leaves,
+        chunker: a.chunker.clone(),
+        trickle: a.trickle,
+        hash: a.hash.clone(),
+        hidden: a.hidden,
+        wrap: a.wrap_with_directory,
     }
-    if a.raw_leaves.is_some() {
-        ic.raw_leaves = a.raw_leaves;
-    } else if a.cid_version.is_some() {
-        // An explicit --cid-version decides the leaf kind afresh, as in Kubo.
-        ic.raw_leaves = None;
-    }
-    if let Some(c) = &a.chunker {
-        ic.chunker = c.clone();
-    }
-    if a.trickle {
-        ic.layout = "trickle".into();
-    }
-    if let Some(h) = &a.hash {
-        ic.hash = h.clone();
-    }
-    let mut o = ic.to_options()?;
-    o.hidden = a.hidden;
-    o.wrap = a.wrap_with_directory;
-    Ok(o)
 }
 
 fn add(a: AddArgs, config_flag: Option<&Path>, repo_path: &Path) -> Result<()> {
     for p in &a.paths {
         std::fs::symlink_metadata(p)
             .with_context(|| format!("cannot add {}: check the path exists", p.display()))?;
+    }
+    if !a.only_hash {
+        if let Some(c) = swarm::daemon(repo_path)? {
+            let show = a
+                .progress
+                .unwrap_or(!(a.quiet || a.quieter || a.silent) && std::io::stderr().is_terminal());
+            return remote::add(&c, &a, show);
+        }
     }
     if a.init && !a.only_hash && !repo_path.join(repo::CONFIG_FILE).exists() {
         Repo::init(repo_path)?;

@@ -18,7 +18,7 @@ pub(super) fn cat(c: &RpcClient, path: &str) -> Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let pq = format!("/api/v0/cat?arg={}", percent_encode(path));
-    block_on(c.stream(&pq, Empty::<Bytes>::new(), |b| out.write_all(&b)))?
+    block_on(c.stream(&pq, None, Empty::<Bytes>::new(), |b| out.write_all(&b)))?
         .with_context(|| format!("reading {path} through the daemon"))?;
     out.flush()?;
     Ok(())
@@ -54,7 +54,7 @@ pub(super) fn get(c: &RpcClient, path: &str, output: Option<PathBuf>) -> Result<
         )
     });
     let pq = format!("/api/v0/get?arg={}", percent_encode(path));
-    let fetched = block_on(c.stream(&pq, Empty::<Bytes>::new(), |b| {
+    let fetched = block_on(c.stream(&pq, None, Empty::<Bytes>::new(), |b| {
         tx.send(b)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "unpacking stopped"))
     }))?;
@@ -133,5 +133,251 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         let _ = self.cur.split_to(n);
         Ok(n)
+    }
+}
+
+/// `add` through the daemon: the files go up as Kubo's multipart upload, the daemon imports,
+/// stores and pins them, and its NDJSON lines are printed as offline `add` prints.
+pub(super) fn add(c: &RpcClient, a: &super::args::AddArgs, show_progress: bool) -> Result<()> {
+    use crate::node::add::AddEvent;
+
+    let args = crate::unixfs::dir::arguments(&a.paths, a.recursive)?;
+    let boundary = boundary();
+    let mut q = vec![format!("pin={}", a.pin)];
+    let mut flag = |k: &str, v: String| q.push(format!("{k}={}", percent_encode(&v)));
+    if let Some(v) = a.cid_version {
+        flag("cid-version", v.to_string());
+    }
+    if let Some(v) = a.raw_leaves {
+        flag("raw-leaves", v.to_string());
+    }
+    if let Some(v) = &a.chunker {
+        flag("chunker", v.clone());
+    }
+    if let Some(v) = &a.hash {
+        flag("hash", v.clone());
+    }
+    for (on, k) in [
+        (a.trickle, "trickle"),
+        (a.wrap_with_directory, "wrap-with-directory"),
+        (show_progress, "progress"),
+    ] {
+        if on {
+            flag(k, "true".into());
+        }
+    }
+    let pq = format!("/api/v0/add?{}", q.join("&"));
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<hyper::body::Frame<Bytes>>>(8);
+    let hidden = a.hidden;
+    let b = boundary.clone();
+    let sender = std::thread::spawn(move || -> Result<()> {
+        let mut up = Upload { tx, boundary: b };
+        let r = send_parts(&mut up, &args, hidden);
+        match &r {
+            Ok(()) => up.raw(format!("--{}--\r\n", up.boundary).into())?,
+            // Abort the request, so the daemon never takes a partial upload for a whole one.
+            Err(e) => {
+                let _ = up.tx.blocking_send(Err(io::Error::other(e.to_string())));
+            }
+        }
+        r
+    });
+    let body = http_body_util::StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
+
+    let bar = super::progress::AddProgress::new(show_progress, &a.paths, a.recursive);
+    let mut pending = Vec::new();
+    let mut root: Option<String> = None;
+    let mut bad_line: Option<String> = None;
+    let mut on_line = |line: &[u8]| {
+        let Ok(ev) = serde_json::from_slice::<AddEvent>(line) else {
+            bad_line.get_or_insert_with(|| String::from_utf8_lossy(line).into_owned());
+            return;
+        };
+        let Some(hash) = ev.hash else {
+            if let Some(n) = ev.bytes {
+                bar.set(n);
+            }
+            return;
+        };
+        if ev.name.is_empty() || !ev.name.contains('/') {
+            root = Some(hash.clone());
+        }
+        if a.silent || a.quieter {
+            return;
+        }
+        bar.println(&if a.quiet {
+            hash
+        } else if ev.name.is_empty() {
+            format!("added {hash}")
+        } else {
+            format!("added {hash} {}", ev.name)
+        });
+    };
+    let answered = block_on(c.stream(
+        &pq,
+        Some(&format!("multipart/form-data; boundary={boundary}")),
+        body,
+        |chunk| {
+            pending.extend_from_slice(&chunk);
+            while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                on_line(&line[..line.len() - 1]);
+            }
+            Ok(())
+        },
+    ))?;
+    let sent = sender
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    // A local read error explains why the daemon saw the upload break: it comes first.
+    sent.context("sending the files to the daemon")?;
+    answered.context("adding through the daemon")?;
+    bar.finish();
+    if let Some(l) = bad_line {
+        bail!("the daemon answered a line that is not an add event: {l}");
+    }
+    let root = root.context("the daemon reported nothing added")?;
+    if a.quieter && !a.silent {
+        println!("{root}");
+    }
+    Ok(())
+}
+
+/// A boundary no file is likely to contain: 32 hex digits of a hash of the time and pid.
+fn boundary() -> String {
+    use sha2::Digest;
+    let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    let h = sha2::Sha256::digest(seed.as_bytes());
+    format!("wanda{}", data_encoding::HEXLOWER.encode(&h[..16]))
+}
+
+/// The sending side of the upload.
+struct Upload {
+    tx: tokio::sync::mpsc::Sender<io::Result<hyper::body::Frame<Bytes>>>,
+    boundary: String,
+}
+
+impl Upload {
+    fn raw(&mut self, b: Bytes) -> Result<()> {
+        self.tx
+            .blocking_send(Ok(hyper::body::Frame::data(b)))
+            .map_err(|_| anyhow::anyhow!("the daemon stopped reading the upload"))
+    }
+
+    /// One part's header: Kubo's client names parts by their escaped relative path.
+    fn begin(&mut self, path: &str, content_type: &str) -> Result<()> {
+        let h = format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: {content_type}\r\n\r\n",
+            self.boundary,
+            query_escape(path)
+        );
+        self.raw(h.into())
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.raw(Bytes::from_static(b"\r\n"))
+    }
+
+    fn file(&mut self, name: &str, path: &Path) -> Result<()> {
+        // O_NONBLOCK: a FIFO swapped in since the walk looked must not hang the upload.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(|| format!("cannot add {}: opening it failed", path.display()))?;
+        if !f.metadata()?.is_file() {
+            bail!("cannot add {}: it is not a regular file", path.display());
+        }
+        self.begin(name, "application/octet-stream")?;
+        loop {
+            let mut buf = vec![0u8; 256 << 10];
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            self.raw(buf.into())?;
+        }
+        self.end()
+    }
+}
+
+/// Sends every argument, directories depth first with entries by name, as offline `add -r`
+/// walks them (hidden entries only with `--hidden`).
+fn send_parts(up: &mut Upload, args: &[(PathBuf, String)], hidden: bool) -> Result<()> {
+    for (path, name) in args {
+        let mut todo = vec![(path.clone(), name.clone())];
+        while let Some((path, name)) = todo.pop() {
+            let md = fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot add {}", path.display()))?;
+            let ft = md.file_type();
+            if ft.is_symlink() {
+                use std::os::unix::ffi::OsStrExt;
+                let target = fs::read_link(&path)?;
+                up.begin(&name, "application/symlink")?;
+                up.raw(Bytes::copy_from_slice(target.as_os_str().as_bytes()))?;
+                up.end()?;
+            } else if ft.is_dir() {
+                up.begin(&name, "application/x-directory")?;
+                up.end()?;
+                let mut entries: Vec<(String, PathBuf)> = Vec::new();
+                for e in
+                    fs::read_dir(&path).with_context(|| format!("listing {}", path.display()))?
+                {
+                    let e = e.with_context(|| format!("listing {}", path.display()))?;
+                    let n = e.file_name().into_string().map_err(|n| {
+                        anyhow::anyhow!("{}: the name {n:?} is not UTF-8", path.display())
+                    })?;
+                    if hidden || !n.starts_with('.') {
+                        entries.push((n, e.path()));
+                    }
+                }
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                for (n, p) in entries.into_iter().rev() {
+                    todo.push((p, format!("{name}/{n}")));
+                }
+            } else if ft.is_file() {
+                up.file(&name, &path)?;
+            } else {
+                bail!(
+                    "cannot add {}: it is not a file, directory or symlink",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Go's `url.QueryEscape`, which Kubo's client applies to part names.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b' ' => out.push('+'),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') => {
+                out.push(b as char)
+            }
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn part_names_round_trip_through_the_servers_unescape() {
+        for name in ["night 1/image_0001.jpg", "café/a+b%c", "plain"] {
+            let e = super::query_escape(name);
+            assert!(!e.contains('/') && !e.contains(' '), "{e}");
+            assert_eq!(crate::node::add::query_unescape(&e).unwrap(), name);
+        }
     }
 }

@@ -163,6 +163,7 @@ impl RpcClient {
     pub async fn stream<B>(
         &self,
         path_and_query: &str,
+        content_type: Option<&str>,
         body: B,
         mut on_data: impl FnMut(Bytes) -> std::io::Result<()>,
     ) -> Result<u64, Error>
@@ -189,12 +190,14 @@ impl RpcClient {
             .await
             .map_err(http)?;
         let driver = tokio::spawn(conn);
-        let req = hyper::Request::post(path_and_query)
+        let mut req = hyper::Request::post(path_and_query)
             .header(hyper::header::HOST, self.addr.to_string())
             // Without it hyper's server drops trailers, and with them the stream's error.
-            .header(hyper::header::TE, "trailers")
-            .body(body)
-            .map_err(|e| decode(e.to_string()))?;
+            .header(hyper::header::TE, "trailers");
+        if let Some(t) = content_type {
+            req = req.header(hyper::header::CONTENT_TYPE, t);
+        }
+        let req = req.body(body).map_err(|e| decode(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(http)?;
         let status = resp.status();
         let promised: Option<u64> = resp
@@ -326,7 +329,7 @@ mod tests {
             .await
             .unwrap();
         let addr = rpc::socket_addr(&server.multiaddr()).unwrap();
-        let srv = tokio::spawn(server.serve(node.clone(), stopped));
+        let srv = tokio::spawn(server.serve(node.clone(), Default::default(), stopped));
         let c = RpcClient::new(addr);
         let id = c.id().await.unwrap();
         assert_eq!(id.id, key.public().to_peer_id().to_base58());

@@ -163,7 +163,7 @@ pub(super) async fn get(
     Ok(resp)
 }
 
-fn stream_headers(h: &mut HeaderMap, content_type: &'static str) {
+pub(super) fn stream_headers(h: &mut HeaderMap, content_type: &'static str) {
     h.insert("Content-Type", HeaderValue::from_static(content_type));
     h.insert("X-Stream-Output", HeaderValue::from_static("1"));
     h.insert("Trailer", HeaderValue::from_static(STREAM_ERROR));
@@ -181,7 +181,7 @@ fn prefetch(node: &Node, cid: Cid) -> tokio::task::AbortHandle {
 }
 
 /// A response body fed by a blocking writer.
-fn stream_body() -> (Body, BodyWriter) {
+pub(super) fn stream_body() -> (Body, BodyWriter) {
     let (tx, rx) = mpsc::channel::<Frame<Bytes>>(QUEUE);
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|f| (Ok::<_, Infallible>(f), rx))

@@ -226,6 +226,9 @@ impl NodeLoop {
                     }
                 }
             }
+            Command::Notify { cids } => {
+                self.swarm.behaviour_mut().bitswap.notify_new_blocks(&cids);
+            }
             Command::Want { cid, reply } => {
                 if let Some((_, waiters)) = self.storing.get_mut(cid.hash()) {
                     waiters.push(reply);

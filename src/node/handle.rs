@@ -30,6 +30,8 @@ pub(crate) enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, Error>>,
     },
+    /// Blocks just stored: peers waiting for them get them.
+    Notify { cids: Vec<Cid> },
     /// Fetches a block the store lacks from connected peers; replies with its verified bytes
     /// (the loop also stores it).
     Want {
@@ -86,6 +88,13 @@ impl Node {
         let (peer, addr) = super::split_peer("address", addr)?;
         self.ask(|reply| Command::Connect { peer, addr, reply })
             .await?
+    }
+
+    /// Tells the node these blocks were just stored (an import), so peers that want them get
+    /// them at once. Blocking: call from a blocking thread.
+    pub fn notify_new_blocks(&self, cids: Vec<Cid>) {
+        // A stopped node has no peers to tell.
+        let _ = self.tx.blocking_send(Command::Notify { cids });
     }
 
     /// A block's verified bytes: from the store, or else fetched over bitswap from connected

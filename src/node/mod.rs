@@ -9,6 +9,7 @@
 //! Transports: TCP (noise + yamux) and QUIC v1, as Kubo listens by default. Protocols: identify,
 //! ping, mDNS, peering and connection limits ([`behaviour`]); bitswap is wired in later.
 
+pub mod add;
 pub mod behaviour;
 pub mod client;
 pub mod content;

@@ -125,8 +125,13 @@ impl ApiServer {
     }
 
     /// Serves until `shutdown` turns true, then finishes the requests under way.
-    pub async fn serve(self, node: Node, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
-        let app = router(node);
+    pub async fn serve(
+        self,
+        node: Node,
+        import: crate::config::ImportConfig,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), Error> {
+        let app = router(node, import);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
@@ -137,14 +142,19 @@ impl ApiServer {
 }
 
 /// The routes. Everything is POST, as in Kubo's RPC (GET gets 405).
-pub fn router(node: Node) -> Router {
+/// `import` holds the `[import]` settings `add` starts from.
+pub fn router(node: Node, import: crate::config::ImportConfig) -> Router {
     Router::new()
+        .route("/api/v0/add", post(super::add::add))
         .route("/api/v0/id", post(id))
         .route("/api/v0/version", post(version))
         .route("/api/v0/swarm/peers", post(swarm_peers))
         .route("/api/v0/swarm/connect", post(swarm_connect))
         .route("/api/v0/cat", post(super::content::cat))
         .route("/api/v0/get", post(super::content::get))
+        .layer(axum::Extension(std::sync::Arc::new(import)))
+        // Uploads are streamed to the importer, never buffered, so no size cap is needed.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(node)
 }

@@ -547,6 +547,16 @@ fn parse_args(paths: &[PathBuf], recursive: bool) -> Result<Vec<Arg>, Error> {
     Ok(args)
 }
 
+/// The arguments of `add` as Kubo reads them: each path with the name it is added under
+/// (`filepath.Base` of the cleaned path), sorted by name, repeats of one path dropped; a
+/// directory without `recursive`, a special file or a clash of names is an error.
+pub fn arguments(paths: &[PathBuf], recursive: bool) -> Result<Vec<(PathBuf, String)>, Error> {
+    Ok(parse_args(paths, recursive)?
+        .into_iter()
+        .map(|a| (a.path, a.name))
+        .collect())
+}
+
 /// `ipfs add [-r] [-w] paths...` into `sink`.
 ///
 /// Returns the CID Kubo prints last (`-Q`): the wrapper with `opts.wrap`,

@@ -4,6 +4,7 @@
 pub mod options;
 pub mod pb;
 pub mod tar;
+pub mod tree;
 
 pub use options::{Chunker, ImportOptions, Layout};
 pub mod chunker;

@@ -887,3 +887,67 @@ fn node_two_daemons_fetch_from_each_other() {
         assert!(s.success());
     }
 }
+
+/// `add` while the daemon runs goes through its RPC (Kubo's multipart upload): the same lines and
+/// CIDs as an offline add under each option set, pinned, readable with `cat`, and served to Kubo.
+#[test]
+fn node_add_through_the_daemon_matches_offline_add() {
+    let Some(mut k) = kubo(true) else { return };
+    let offline = TestRepo::init();
+    let repo = TestRepo::init();
+    let src = repo.path().join("night 1");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let img = crate::corpus::Prng::new(5).bytes((3 << 20) + 5);
+    std::fs::write(src.join("image_0001.jpg"), &img).unwrap();
+    std::fs::write(src.join("sub/note.txt"), b"Orion, 2 s\n").unwrap();
+    std::fs::write(src.join(".hidden"), b"h").unwrap();
+    std::os::unix::fs::symlink("image_0001.jpg", src.join("latest.jpg")).unwrap();
+    let single = repo.path().join("single.jpg");
+    std::fs::write(&single, &img[..100_000]).unwrap();
+    let src_s = src.to_str().unwrap();
+    let single_s = single.to_str().unwrap();
+
+    let d = WandaDaemon::start(&repo);
+    let sets: [&[&str]; 4] = [
+        &["-r"],
+        &["-r", "-w", "--cid-version", "1"],
+        &["-r", "-H", "--trickle", "--chunker", "size-65536"],
+        &["-Q", "--raw-leaves"],
+    ];
+    for (i, flags) in sets.iter().enumerate() {
+        let path = if i == 3 { single_s } else { src_s };
+        let want = offline.cmd().arg("add").args(*flags).arg(path).stdout();
+        let mut args = vec!["add"];
+        args.extend_from_slice(flags);
+        args.push(path);
+        let got = d.cli_ok(&args);
+        eqnice!(want, got.trim_end().to_string(), "add {flags:?}");
+    }
+    let root = crate::util::parse_added(&d.cli_ok(&["add", "-r", src_s]))
+        .unwrap()
+        .last()
+        .unwrap()
+        .1
+        .clone();
+    let note = d.cli_ok(&["cat", &format!("{root}/sub/note.txt")]);
+    eqnice!("Orion, 2 s\n".to_string(), note);
+    k.connect(&d.tcp_addr(), NET_DEADLINE).unwrap();
+    let got = repo.path().join("from-kubo");
+    k.download(&root, &got, Duration::from_secs(60)).unwrap();
+    eqnice!(
+        sha256_hex(&img),
+        crate::util::sha256_file(&got.join("image_0001.jpg"))
+    );
+    // Bad input through the RPC: a directory without -r, a missing file.
+    let out = d.cli(&["add", src_s]);
+    assert!(
+        !out.status.success() && out.stderr_str().contains("-r"),
+        "{}",
+        out.stderr_str()
+    );
+    let (s, _) = d.terminate();
+    assert!(s.success());
+    // The daemon pinned what it added.
+    let pins = repo.cmd().args(["pin", "ls"]).stdout();
+    assert!(pins.contains(&root), "{root} not pinned: {pins}");
+}
