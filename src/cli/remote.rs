@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http_body_util::Empty;
 
 use super::swarm::block_on;
 use crate::node::client::{percent_encode, RpcClient};
+use crate::unixfs::tar::ChunkReader;
 
 /// `cat PATH` through the daemon, to stdout.
 pub(super) fn cat(c: &RpcClient, path: &str) -> Result<()> {
@@ -44,15 +45,7 @@ pub(super) fn get(c: &RpcClient, path: &str, output: Option<PathBuf>) -> Result<
     }
     let (tx, rx) = sync_channel::<Bytes>(8);
     let unpack_dest = dest.clone();
-    let unpacker = std::thread::spawn(move || {
-        unpack(
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
-            &unpack_dest,
-        )
-    });
+    let unpacker = std::thread::spawn(move || unpack(ChunkReader::new(rx), &unpack_dest));
     let pq = format!("/api/v0/get?arg={}", percent_encode(path));
     let fetched = block_on(c.stream(&pq, None, Empty::<Bytes>::new(), |b| {
         tx.send(b)
@@ -114,26 +107,6 @@ fn unpack(r: impl Read, dest: &Path) -> Result<()> {
         bail!("the archive is empty");
     }
     Ok(())
-}
-
-struct ChannelReader {
-    rx: Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.recv() {
-                Ok(b) => self.cur = b,
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        let _ = self.cur.split_to(n);
-        Ok(n)
-    }
 }
 
 /// `add` through the daemon: the files go up as Kubo's multipart upload, the daemon imports,

@@ -108,21 +108,42 @@ impl RpcClient {
         }
     }
 
-    async fn post_inner<T: DeserializeOwned>(&self, pq: &str, p: &str) -> Result<T, Error> {
+    /// One HTTP/1 connection to the daemon; the task drives it until aborted.
+    async fn open<B>(
+        &self,
+        p: &str,
+    ) -> Result<
+        (
+            hyper::client::conn::http1::SendRequest<B>,
+            tokio::task::JoinHandle<hyper::Result<()>>,
+        ),
+        Error,
+    >
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|source| Error::Connect {
                 addr: self.addr,
                 source,
             })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| Error::Http {
+                path: p.to_string(),
+                source,
+            })?;
+        Ok((sender, tokio::spawn(conn)))
+    }
+
+    async fn post_inner<T: DeserializeOwned>(&self, pq: &str, p: &str) -> Result<T, Error> {
         let http = |source| Error::Http {
             path: p.to_string(),
             source,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(conn);
+        let (mut sender, driver) = self.open(p).await?;
         let req = hyper::Request::post(pq)
             .header(hyper::header::HOST, self.addr.to_string())
             .body(Empty::<Bytes>::new())
@@ -172,12 +193,6 @@ impl RpcClient {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let p = path_and_query.split('?').next().unwrap_or("").to_string();
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(|source| Error::Connect {
-                addr: self.addr,
-                source,
-            })?;
         let http = |source| Error::Http {
             path: p.clone(),
             source,
@@ -186,10 +201,7 @@ impl RpcClient {
             path: p.clone(),
             reason,
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(conn);
+        let (mut sender, driver) = self.open(&p).await?;
         let mut req = hyper::Request::post(path_and_query)
             .header(hyper::header::HOST, self.addr.to_string())
             // Without it hyper's server drops trailers, and with them the stream's error.

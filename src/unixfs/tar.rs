@@ -110,10 +110,7 @@ where
             let mut w = ChunkWriter { tx };
             export::cat(src, cid, &mut w)
         });
-        let mut r = ChunkReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let mut r = ChunkReader::new(rx);
         let written = tar.append_data(&mut h, path, &mut r);
         // Whatever the writer did, stop the exporter (dropping the reader ends its sends).
         drop(r);
@@ -150,10 +147,20 @@ impl Write for ChunkWriter {
     }
 }
 
-/// The tar writer's side: reads until the exporter hangs up.
-struct ChunkReader {
+/// Chunks from a channel as a `Read`, ending when the sender hangs up: the tar writer's side
+/// here, and the CLI's unpacker reading a `get` answer.
+pub struct ChunkReader {
     rx: Receiver<Bytes>,
     cur: Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(rx: Receiver<Bytes>) -> ChunkReader {
+        ChunkReader {
+            rx,
+            cur: Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChunkReader {
