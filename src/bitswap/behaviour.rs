@@ -48,8 +48,8 @@ use super::message::{split_into_messages, BlockPresence, Message, PresenceType, 
 use super::wantlist::{messages_for, ClientAction, WantList, WantListError};
 use super::{
     ASSUMED_BLOCK_SIZE, DEFAULT_GET_TIMEOUT, MAX_CONCURRENT_LOOKUPS, MAX_CONCURRENT_READS,
-    MAX_INBOUND_STREAMS_PER_CONNECTION, MAX_OUTBOUND_MESSAGES_PER_PEER, MAX_QUERIES,
-    MAX_QUEUED_WANTLISTS_PER_PEER, RECENTLY_ADDED, TARGET_MESSAGE_SIZE,
+    MAX_ENTRIES_PER_MESSAGE, MAX_INBOUND_STREAMS_PER_CONNECTION, MAX_OUTBOUND_MESSAGES_PER_PEER,
+    MAX_QUERIES, MAX_QUEUED_WANTLISTS_PER_PEER, RECENTLY_ADDED, TARGET_MESSAGE_SIZE,
 };
 use crate::block::Block;
 use crate::blockstore::{BlockSource, FsBlockstore};
@@ -173,7 +173,8 @@ impl std::fmt::Debug for Event {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub ledger: LedgerStats,
-    /// Wantlist messages dropped: the peer had [`MAX_QUEUED_WANTLISTS_PER_PEER`] waiting.
+    /// Wantlist messages dropped: the peer had [`MAX_QUEUED_WANTLISTS_PER_PEER`] waiting and
+    /// folding this one into the newest would pass [`MAX_ENTRIES_PER_MESSAGE`].
     pub dropped_wantlists: u64,
     /// Received blocks not accepted (unwanted or corrupt).
     pub rejected_blocks: u64,
@@ -485,8 +486,28 @@ impl Behaviour {
                 return;
             };
             if p.lookups >= MAX_QUEUED_WANTLISTS_PER_PEER {
-                self.stats.dropped_wantlists += 1;
-                tracing::debug!(%peer, "dropping a bitswap wantlist: too many queued");
+                // Dropping an update would leave the peer waiting for blocks it asked for until
+                // its next rebroadcast (a minute for boxo and for us): fold it into the peer's
+                // newest queued message instead, which the ledger then applies in order.
+                let queued = self
+                    .backlog
+                    .iter_mut()
+                    .rev()
+                    .find(|(p, _)| *p == peer)
+                    .map(|(_, m)| m);
+                match queued {
+                    Some(m) if full => {
+                        m.wantlist = wantlist;
+                        m.full = true;
+                    }
+                    Some(m) if m.wantlist.len() + wantlist.len() <= MAX_ENTRIES_PER_MESSAGE => {
+                        m.wantlist.extend(wantlist);
+                    }
+                    _ => {
+                        self.stats.dropped_wantlists += 1;
+                        tracing::debug!(%peer, "dropping a bitswap wantlist: too many queued");
+                    }
+                }
                 return;
             }
             p.lookups += 1;

@@ -148,8 +148,11 @@ pub const MAX_CONCURRENT_READS: usize = 4;
 /// Store lookups (`has` for one message's wantlist) running at once.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 4;
 
-/// Wantlist messages from one peer waiting for a lookup; past this further
-/// ones are dropped and counted (a peer flooding wantlists loses its own).
+/// Wantlist messages from one peer waiting for a lookup; past this a new one
+/// is folded into the peer's newest queued message (so an update is never
+/// lost to a busy disk), and dropped and counted only when that merged
+/// message would pass [`MAX_ENTRIES_PER_MESSAGE`] (a peer flooding
+/// wantlists loses its own).
 pub const MAX_QUEUED_WANTLISTS_PER_PEER: usize = 16;
 
 /// Block size the ledger is told for stored blocks: the store answers `has`
