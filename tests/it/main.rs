@@ -11,4 +11,5 @@ mod interop;
 mod jsref;
 mod kubo;
 mod node;
+mod serve;
 mod util;
