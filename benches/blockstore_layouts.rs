@@ -1,8 +1,13 @@
 //! Measures the two candidate layouts for block data, and the disk itself:
 //!
 //! * `disk`: one file written sequentially and fsync'd (the physical limit);
-//! * `flatfs`: [`FsBlockstore`] as built (file per block, per-file
-//!   fdatasync, rename, shard-directory fsync, batches of 64);
+//! * `flatfs`: [`FsBlockstore`] as an import uses it (file per block; each
+//!   batch of 64 fdatasync'd and renamed by the writer's sync thread while
+//!   the next is written; shard directories fsync'd once, at `finish`);
+//! * `flatfs+flush`: the same store with a `flush` after every batch, so the
+//!   caller waits for each batch's fsyncs and directory fsyncs (how the store
+//!   worked before the sync thread; also what the crash child does, so that
+//!   each batch it reports is durable);
 //! * `flatfs+syncfs`: the same files, but one `syncfs` per batch instead of
 //!   per-file fsyncs (a possible optimisation, measured to decide);
 //! * `redb`: blocks as values in a redb table, one durable commit per batch
@@ -11,7 +16,12 @@
 //! For each: fsync'd import throughput (256 MiB of 256 KiB blocks by
 //! default), crash behaviour (a child writer re-executed from this binary is
 //! kill -9'd mid-batch; reopen, re-hash everything, count committed blocks
-//! that survived) and disk space released after deleting everything.
+//! that survived) and disk space released after deleting the older half.
+//!
+//! Every import runs before any deletion: on ext4 without a journal (this
+//! development VM's disk) a new inode skips, one by one, the inodes freed in
+//! the last minutes, so deleting between runs would slow the next run's file
+//! creation and measure the order of the runs rather than the layouts.
 //!
 //! `cargo bench --bench blockstore_layouts`; env `BENCH_DIR` (default: the
 //! temp dir; point it at the SD card on a Pi), `BENCH_MIB` (default 256),
@@ -94,6 +104,7 @@ fn sync_dir(dir: &Path) {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Layout {
     Flatfs,
+    FlatfsFlush,
     FlatfsSyncfs,
     Redb,
 }
@@ -102,26 +113,30 @@ impl Layout {
     fn name(self) -> &'static str {
         match self {
             Layout::Flatfs => "flatfs",
+            Layout::FlatfsFlush => "flatfs+flush",
             Layout::FlatfsSyncfs => "flatfs+syncfs",
             Layout::Redb => "redb",
         }
     }
 }
 
-/// Writes `blocks` durably in batches; returns the elapsed time. `on_batch`
-/// is told how many batches are durable.
+/// Writes `blocks` durably; returns the elapsed time. Except for `flatfs`,
+/// which is durable only at its end, `on_batch` is told how many batches are
+/// durable.
 fn import(layout: Layout, dir: &Path, blocks: &[Block], on_batch: &mut dyn FnMut(u64)) -> Duration {
     let t = Instant::now();
     match layout {
-        Layout::Flatfs => {
+        Layout::Flatfs | Layout::FlatfsFlush => {
             let store = FsBlockstore::open(dir).unwrap();
             let mut w = store.writer();
             for (i, chunk) in blocks.chunks(BATCH).enumerate() {
                 for b in chunk {
                     w.put(b).unwrap();
                 }
-                w.flush().unwrap();
-                on_batch(i as u64 + 1);
+                if layout == Layout::FlatfsFlush {
+                    w.flush().unwrap();
+                    on_batch(i as u64 + 1);
+                }
             }
             let root = root_of(blocks);
             w.put(&root).unwrap();
@@ -187,7 +202,7 @@ fn delete_oldest_half(layout: Layout, dir: &Path, all: &[Block]) -> Duration {
     let blocks = &all[..all.len() / 2];
     let t = Instant::now();
     match layout {
-        Layout::Flatfs => {
+        Layout::Flatfs | Layout::FlatfsFlush => {
             // As if each batch had been one image, pinned on its own.
             let store = FsBlockstore::open(dir).unwrap();
             for chunk in all[all.len() / 2..].chunks(BATCH) {
@@ -223,7 +238,7 @@ fn reopen_and_verify(layout: Layout, dir: &Path) -> (u64, u64, Duration) {
     let t = Instant::now();
     let (mut found, mut corrupt) = (0, 0);
     match layout {
-        Layout::Flatfs => {
+        Layout::Flatfs | Layout::FlatfsFlush => {
             let store = FsBlockstore::open(dir).unwrap();
             let r = store.verify(false).unwrap();
             found = r.checked;
@@ -292,7 +307,7 @@ fn crash_round(layout: Layout, dir: &Path, kill_after: u64) -> String {
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         let (name, dir) = spec.split_once(':').unwrap();
-        let layout = [Layout::Flatfs, Layout::Redb]
+        let layout = [Layout::FlatfsFlush, Layout::Redb]
             .into_iter()
             .find(|l| l.name() == name)
             .unwrap();
@@ -340,33 +355,49 @@ fn main() {
         "disk"
     );
 
-    for layout in [Layout::Flatfs, Layout::FlatfsSyncfs, Layout::Redb] {
-        let mut rates = Vec::new();
-        let mut space = (0, 0, Duration::ZERO);
-        for run in 0..runs {
+    let layouts = [
+        Layout::Flatfs,
+        Layout::FlatfsFlush,
+        Layout::FlatfsSyncfs,
+        Layout::Redb,
+    ];
+    // Runs interleave the layouts, so a slow spell of the shared disk hits
+    // them all alike.
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); layouts.len()];
+    let mut dirs = Vec::new();
+    for run in 0..runs {
+        for (i, &layout) in layouts.iter().enumerate() {
             let dir = work.path().join(format!("{}-{run}", layout.name()));
             fs::create_dir_all(&dir).unwrap();
             let before = free_bytes(&dir);
             let d = import(layout, &dir, &blocks, &mut |_| {});
-            rates.push(mib_s(total, d));
+            rates[i].push(mib_s(total, d));
             let after_import = free_bytes(&dir);
-            let del = delete_oldest_half(layout, &dir, &blocks);
-            let after_delete = free_bytes(&dir);
-            space = (
-                before.saturating_sub(after_import),
-                after_delete.saturating_sub(after_import),
-                del,
-            );
-            fs::remove_dir_all(&dir).unwrap();
+            dirs.push((i, dir, before.saturating_sub(after_import)));
         }
-        let rate = median(rates);
+    }
+    // Then the deletions (see the module comment for why not in between).
+    let mut space = vec![(0, 0, Duration::ZERO); layouts.len()];
+    for (i, dir, used) in dirs {
+        let before_delete = free_bytes(&dir);
+        let del = delete_oldest_half(layouts[i], &dir, &blocks);
+        let after_delete = free_bytes(&dir);
+        space[i] = (used, after_delete.saturating_sub(before_delete), del);
+    }
+    for (i, layout) in layouts.iter().enumerate() {
+        let all = rates[i]
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let rate = median(rates[i].clone());
         println!(
-            "{:>14}  {rate:7.1} MiB/s  ({:.0}% of disk)  used {} MiB; deleting the older half freed {} MiB in {:.0} ms",
+            "{:>14}  {rate:7.1} MiB/s  ({:.0}% of disk; runs: {all})  used {} MiB; deleting the older half freed {} MiB in {:.0} ms",
             layout.name(),
             100.0 * rate / disk,
-            space.0 >> 20,
-            space.1 >> 20,
-            space.2.as_secs_f64() * 1e3,
+            space[i].0 >> 20,
+            space[i].1 >> 20,
+            space[i].2.as_secs_f64() * 1e3,
         );
     }
 
@@ -392,7 +423,7 @@ fn main() {
         );
     }
 
-    for layout in [Layout::Flatfs, Layout::Redb] {
+    for layout in [Layout::FlatfsFlush, Layout::Redb] {
         for k in KILL_AFTER {
             let dir = work.path().join(format!("crash-{}", layout.name()));
             println!("{}", crash_round(layout, &dir, k));

@@ -102,14 +102,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
 
 /// Creates `dir` if missing and makes its entry in the parent durable.
 pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), Error> {
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(())
+    if create_dir(dir)? {
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+    }
+    Ok(())
+}
+
+/// Creates `dir` if missing, without syncing its parent; returns whether it
+/// was missing.
+pub(crate) fn create_dir(dir: &Path) -> Result<bool, Error> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io_err("create directory", dir, e)),
     }
 }

@@ -1,11 +1,14 @@
 //! [`FsBlockstore`]: blocks as files (flatfs layout, see `flatfs.rs`), pins
 //! and reference counts in redb (see `meta.rs`).
 //!
-//! Crash safety rests on one ordering: a block's bytes are fsync'd before its
-//! name becomes visible (temp file, `fdatasync`, rename, fsync of the shard
-//! directory), and a pin is committed only after every block of its import is
-//! durable. A crash therefore leaves at worst temp files (removed at open) and
-//! unpinned orphans (removed by `gc`), never a visible half-written block.
+//! Crash safety rests on two orderings: a block's bytes are fsync'd before its
+//! name becomes visible (temp file, `fdatasync`, rename), and its name is
+//! made durable (fsync of the shard directory) before anything that relies on
+//! the block is reported or recorded: the end of an import, `put_block`, a
+//! pin. A crash therefore leaves at worst temp files (removed at open) and
+//! unpinned orphans (removed by `gc`), never a visible half-written block nor
+//! a pin without its blocks. [`BlockWriter`] explains why the directory
+//! fsyncs can wait for the end of an import.
 //!
 //! Concurrency: `get`/`has` take no lock. Imports write without a lock too;
 //! their blocks are protected from deletion by an [`ImportGuard`] until the
@@ -17,7 +20,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use cid::Cid;
@@ -28,19 +31,31 @@ use super::flatfs::{self, io_err, Layout, ShardFiles};
 use super::meta::{self, db_err, LINKS, PINS, REFS};
 use super::{BlockSink, BlockSource, Error};
 use crate::block::{Block, DAG_PB, IDENTITY, RAW};
+use crate::unixfs::pb::{PbError, PbNode};
 
 /// Largest block accepted or read: bitswap's message limit. Kubo's chunkers
 /// stay at or under 1 MiB.
 pub const MAX_BLOCK_BYTES: u64 = 2 << 20;
-/// A writer makes its pending blocks durable after this many blocks ...
+/// A writer hands its pending blocks to its sync thread after this many
+/// blocks ...
 const BATCH_BLOCKS: usize = 64;
 /// ... or this many bytes, whichever comes first; bounds the page cache and
-/// file handles an import holds, and what a crash can cost it.
+/// file handles an import holds.
 const BATCH_BYTES: usize = 16 << 20;
 /// Threads issuing a batch's fsyncs; they wait on the disk, not the CPU, so
 /// more than the Pi's 4 cores would still help, but 8 already overlaps the
 /// flushes (see the bench).
 const SYNC_THREADS: usize = 8;
+/// Full batches that may wait while a writer's sync thread syncs another: one
+/// lets a slow fsync pass without stalling the import, and keeps what an
+/// import has dirtied but not synced to about three batches (48 MiB).
+const SYNC_QUEUE: usize = 1;
+/// Threads fsyncing shard directories at a flush (up to one per shard
+/// touched). On ext4 with a journal one commit covers every rename, so once
+/// the first fsync has waited for it the others have little left to wait
+/// for; without a journal each writes its directory and flushes the disk
+/// cache, and the threads overlap those flushes.
+const DIR_SYNC_THREADS: usize = 8;
 /// Sub-directory of the repo with the block files.
 const BLOCKS_DIR: &str = "blocks";
 /// The metadata database inside the repo.
@@ -128,9 +143,37 @@ struct Inner {
     meta_lock: Mutex<()>,
     /// Keys protected by live [`ImportGuard`]s, with how many guards hold each.
     guards: Mutex<HashMap<Key, usize>>,
-    /// Shard directories known to exist durably.
-    shard_ready: Box<[AtomicBool]>,
+    /// Children of the dag-pb blocks that guarded imports wrote, so pinning
+    /// their DAG (by `finish`, or by `pin` while the caller holds the guard
+    /// `commit` returned) needs no re-read and re-hash of every node. An
+    /// entry goes when the last guard of its key does. Locked after
+    /// `guards` when both are held.
+    import_links: Mutex<HashMap<Key, Vec<Cid>>>,
+    /// Per shard directory: whether it exists durably, and how far its
+    /// entries are known to be durable (see [`Shard`]).
+    shards: Box<[Shard]>,
     tmp_seq: AtomicU64,
+}
+
+/// What the store knows about one shard directory.
+///
+/// A block is renamed into its shard as soon as its bytes are durable, but
+/// the rename itself is durable only once the directory is fsync'd, and that
+/// fsync is deferred to the end of the import (see [`BlockWriter`]). Two
+/// counters let anything about to report blocks durable (a writer's flush, a
+/// pin) fsync exactly the shards that still need it, including those another
+/// live writer has renamed into but not yet synced.
+#[derive(Default)]
+struct Shard {
+    /// The directory exists and its entry in `blocks/` is durable.
+    ready: AtomicBool,
+    /// Renames into the directory so far, counted after each returns. Set to
+    /// 1 at open for existing shards: a crashed process may have renamed
+    /// into them without the fsync.
+    renamed: AtomicU64,
+    /// The `renamed` count read before the latest completed fsync of the
+    /// directory: every rename up to it is durable.
+    synced: AtomicU64,
 }
 
 impl std::fmt::Debug for FsBlockstore {
@@ -162,10 +205,24 @@ fn key_to_cid(key: &[u8]) -> Cid {
 
 /// The children of a dag-pb block.
 fn dag_links(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, Error> {
-    crate::unixfs::pb::links(cid, data).map_err(|source| Error::BadNode {
+    links_of(cid, data).map_err(|source| Error::BadNode {
         cid: *cid,
         source: Box::new(source),
     })
+}
+
+/// The children of a block, as `pb::links` finds them, but decoding the
+/// block's own `Bytes`: `pb::links` takes a slice and copies it first, which
+/// for an import of CIDv0 leaves is a second copy of every byte imported.
+fn links_of(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, PbError> {
+    if cid.codec() != DAG_PB {
+        return crate::unixfs::pb::links(cid, data);
+    }
+    Ok(PbNode::decode(data)?
+        .links
+        .into_iter()
+        .map(|l| l.cid)
+        .collect())
 }
 
 impl FsBlockstore {
@@ -207,16 +264,15 @@ impl FsBlockstore {
         }
         // Shard directories a crashed run created may not be durable yet.
         flatfs::sync_dir(&layout.blocks)?;
-        let shard_ready: Box<[AtomicBool]> = (0..flatfs::SHARDS)
-            .map(|_| AtomicBool::new(false))
-            .collect();
+        let shards: Box<[Shard]> = (0..flatfs::SHARDS).map(|_| Shard::default()).collect();
         for d in layout.shard_dirs()? {
             if let Some(i) = d
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(flatfs::shard_index)
             {
-                shard_ready[i].store(true, Ordering::Relaxed);
+                shards[i].ready.store(true, Ordering::Relaxed);
+                shards[i].renamed.store(1, Ordering::Relaxed);
             }
         }
         Ok(FsBlockstore {
@@ -227,7 +283,8 @@ impl FsBlockstore {
                 db_path,
                 meta_lock: Mutex::new(()),
                 guards: Mutex::new(HashMap::new()),
-                shard_ready,
+                import_links: Mutex::new(HashMap::new()),
+                shards,
                 tmp_seq: AtomicU64::new(0),
             }),
         })
@@ -246,8 +303,9 @@ impl FsBlockstore {
             guard: ImportGuard::new(self.inner.clone()),
             pending: Vec::new(),
             pending_bytes: 0,
-            dedup_shards: BTreeSet::new(),
-            links: HashMap::new(),
+            unsynced: BTreeSet::new(),
+            sync: None,
+            pid: std::process::id(),
         }
     }
 
@@ -322,15 +380,6 @@ impl FsBlockstore {
     /// directly (the root block only). Re-pinning is a no-op; pinning
     /// directly what is pinned recursively keeps the recursive pin.
     pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<(), Error> {
-        self.pin_with_hint(root, mode, &HashMap::new())
-    }
-
-    fn pin_with_hint(
-        &self,
-        root: &Cid,
-        mode: PinMode,
-        hint: &HashMap<Key, Vec<Cid>>,
-    ) -> Result<(), Error> {
         let _m = lock(&self.inner.meta_lock);
         let wtx = self
             .inner
@@ -350,11 +399,22 @@ impl FsBlockstore {
             if old == Some(mode) || old == Some(PinMode::Recursive) {
                 return Ok(());
             }
-            let walk = self.walk(&links, root, mode, hint, true)?;
+            // Locked per lookup: a walk may read blocks from disk, and
+            // imports take this lock for each dag-pb node they write.
+            let hint = |key: &[u8]| lock(&self.inner.import_links).get(key).cloned();
+            let walk = self.walk(&links, root, mode, &hint, true)?;
             if let Some(old) = old {
-                let old_walk = self.walk(&links, root, old, hint, false)?;
+                let old_walk = self.walk(&links, root, old, &hint, false)?;
                 decrement(&mut refs, &old_walk.keys, self)?;
             }
+            // A block another import made visible may not have had its
+            // directory fsync'd yet; the pin must not outlive it in a crash.
+            self.inner.sync_shards(
+                walk.keys
+                    .iter()
+                    .map(|k| flatfs::shard_of(&flatfs::key_of(k)))
+                    .collect::<BTreeSet<_>>(),
+            )?;
             for key in &walk.keys {
                 let n = refs
                     .get(&**key)
@@ -393,7 +453,7 @@ impl FsBlockstore {
                 .map(|v| v.value())
                 .ok_or(Error::NotPinned(*root))?;
             let mode = PinMode::from_byte(mode).unwrap_or(PinMode::Recursive);
-            let walk = self.walk(&links, root, mode, &HashMap::new(), false)?;
+            let walk = self.walk(&links, root, mode, &|_| None, false)?;
             let zeroed = decrement(&mut refs, &walk.keys, self)?;
             for key in &zeroed {
                 links.remove(&**key).map_err(self.db_err("remove links"))?;
@@ -455,7 +515,7 @@ impl FsBlockstore {
                     continue;
                 };
                 let mode = PinMode::from_byte(v.value()).unwrap_or(PinMode::Recursive);
-                let walk = self.walk(&links, &root, mode, &HashMap::new(), false)?;
+                let walk = self.walk(&links, &root, mode, &|_| None, false)?;
                 for key in walk.keys {
                     *counts.entry(key).or_default() += 1;
                 }
@@ -577,7 +637,7 @@ impl FsBlockstore {
         links: &impl ReadableTable<&'static [u8], &'static [u8]>,
         root: &Cid,
         mode: PinMode,
-        hint: &HashMap<Key, Vec<Cid>>,
+        hint: &dyn Fn(&[u8]) -> Option<Vec<Cid>>,
         strict: bool,
     ) -> Result<Walk, Error> {
         let mut walk = Walk::default();
@@ -613,7 +673,7 @@ impl FsBlockstore {
                 meta::decode_links(v.value()).ok_or_else(|| {
                     Error::Meta(format!("links index entry of {cid} is unreadable; run gc"))
                 })?
-            } else if let Some(c) = hint.get(&key) {
+            } else if let Some(c) = hint(&key) {
                 walk.learned.push((key, c.clone()));
                 c.clone()
             } else {
@@ -672,6 +732,10 @@ fn decrement(
 }
 
 fn init_schema(db: &Database, db_path: &Path, dir: &Path) -> Result<(), Error> {
+    // A write would cost every open a durable commit (fsyncs) for nothing.
+    if schema_is_current(db, db_path)? {
+        return Ok(());
+    }
     let wtx = db.begin_write().map_err(db_err("begin write", db_path))?;
     {
         wtx.open_table(PINS)
@@ -707,6 +771,36 @@ fn init_schema(db: &Database, db_path: &Path, dir: &Path) -> Result<(), Error> {
     wtx.commit().map_err(db_err("commit schema", db_path))
 }
 
+/// Whether every table exists and the schema version is this build's; any
+/// other answer goes through `init_schema`'s write, which creates what is
+/// missing or reports a version it does not know.
+fn schema_is_current(db: &Database, db_path: &Path) -> Result<bool, Error> {
+    let rtx = db.begin_read().map_err(db_err("begin read", db_path))?;
+    fn present<T>(r: Result<T, redb::TableError>, db_path: &Path) -> Result<bool, Error> {
+        match r {
+            Ok(_) => Ok(true),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(db_err("open table", db_path)(e)),
+        }
+    }
+    if !present(rtx.open_table(PINS), db_path)?
+        || !present(rtx.open_table(REFS), db_path)?
+        || !present(rtx.open_table(LINKS), db_path)?
+    {
+        return Ok(false);
+    }
+    let info = match rtx.open_table(meta::INFO) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+        Err(e) => return Err(db_err("open table", db_path)(e)),
+    };
+    let version = info
+        .get("version")
+        .map_err(db_err("read schema version", db_path))?
+        .map(|v| v.value());
+    Ok(version == Some(meta::SCHEMA_VERSION))
+}
+
 enum Deleted {
     Yes(u64),
     Absent,
@@ -735,14 +829,33 @@ impl Inner {
         }
     }
 
-    /// Makes sure shard `idx` exists durably.
-    fn ensure_shard(&self, idx: usize) -> Result<(), Error> {
-        if self.shard_ready[idx].load(Ordering::Acquire) {
-            return Ok(());
-        }
-        flatfs::create_dir_durable(&self.layout.shard_dir(idx))?;
-        self.shard_ready[idx].store(true, Ordering::Release);
-        Ok(())
+    /// Records that a rename into shard `idx` has returned.
+    fn note_renamed(&self, idx: usize) {
+        self.shards[idx].renamed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether shard `idx` has renames no completed fsync covers.
+    fn needs_sync(&self, idx: usize) -> bool {
+        let s = &self.shards[idx];
+        s.synced.load(Ordering::Acquire) < s.renamed.load(Ordering::Acquire)
+    }
+
+    /// Makes every rename into `shards` so far durable: fsyncs, in
+    /// parallel, those with renames not covered yet (skipping the ones
+    /// another writer or pin already synced).
+    fn sync_shards(&self, shards: impl IntoIterator<Item = usize>) -> Result<(), Error> {
+        // The count is read before the fsync starts, so every rename it
+        // counts had returned by then and is covered once the fsync returns.
+        let todo: Vec<(usize, u64)> = shards
+            .into_iter()
+            .filter(|&i| self.needs_sync(i))
+            .map(|i| (i, self.shards[i].renamed.load(Ordering::Acquire)))
+            .collect();
+        parallel(&todo, DIR_SYNC_THREADS, |&(i, seen)| {
+            flatfs::sync_dir(&self.layout.shard_dir(i))?;
+            self.shards[i].synced.fetch_max(seen, Ordering::AcqRel);
+            Ok(())
+        })
     }
 }
 
@@ -827,7 +940,9 @@ impl ImportGuard {
 
     fn remove(&mut self, key: &Key) {
         if self.keys.remove(key) {
-            release(&mut lock(&self.store.guards), key);
+            let mut guards = lock(&self.store.guards);
+            let mut links = lock(&self.store.import_links);
+            release(&mut guards, &mut links, key);
         }
     }
 
@@ -846,11 +961,13 @@ impl ImportGuard {
     }
 }
 
-fn release(guards: &mut HashMap<Key, usize>, key: &Key) {
+/// Drops one guard's hold on `key`; the last one also drops its links.
+fn release(guards: &mut HashMap<Key, usize>, links: &mut HashMap<Key, Vec<Cid>>, key: &Key) {
     if let Some(n) = guards.get_mut(key) {
         *n -= 1;
         if *n == 0 {
             guards.remove(key);
+            links.remove(key);
         }
     }
 }
@@ -858,8 +975,9 @@ fn release(guards: &mut HashMap<Key, usize>, key: &Key) {
 impl Drop for ImportGuard {
     fn drop(&mut self) {
         let mut guards = lock(&self.store.guards);
+        let mut links = lock(&self.store.import_links);
         for key in &self.keys {
-            release(&mut guards, key);
+            release(&mut guards, &mut links, key);
         }
     }
 }
@@ -870,18 +988,53 @@ impl std::fmt::Debug for ImportGuard {
     }
 }
 
-/// One import's writer: a [`BlockSink`] whose blocks become durable in
-/// batches, and visible only once durable.
+/// One import's writer: a [`BlockSink`] whose blocks become visible batch by
+/// batch, each only once its bytes are durable, and all durable, names
+/// included, when [`flush`](BlockWriter::flush), [`finish`](BlockWriter::finish)
+/// or [`commit`](BlockWriter::commit) returns.
+///
+/// The caller's thread only writes: each block goes to a temp file whose
+/// writeback starts at once. A full batch is handed to the writer's sync
+/// thread, which fdatasyncs its files (from [`SYNC_THREADS`] threads) and
+/// renames them into their shards while the caller hashes and writes the next
+/// batch. The sync thread holds at most [`SYNC_QUEUE`] + 1 batches; a caller
+/// with a full batch beyond that waits, so a slow disk slows the import
+/// instead of letting dirty pages and open files pile up.
+///
+/// The shard directories' fsyncs, which make the renames durable, are not
+/// issued per batch but once per directory at the next flush, all in
+/// parallel. This keeps every guarantee:
+/// - nothing is visible before its bytes are durable, so a crash can lose a
+///   rename (the block is then absent, an orphan nobody was told about) but
+///   never show a torn block;
+/// - nothing is reported before a flush: `finish` pins, `commit` hands back
+///   the guard and `put_block` returns only after every shard directory this
+///   writer renamed into, or found one of its blocks already in, was fsync'd;
+/// - a pin fsyncs the directories of the blocks it names that still need it
+///   ([`Shard`] tracks them), so a block another, unfinished import made
+///   visible cannot be pinned before its name is durable.
+///
+/// A shard directory is created durably before anything is renamed into it;
+/// the fsync of `blocks/` that records it rides with the batch's fdatasyncs.
+///
+/// A batch that fails in the sync thread is reported by the writer's next
+/// `put`, `flush`, `finish` or `commit`; its temp files are removed and its
+/// blocks leave the guard, so putting them again writes them again.
 pub struct BlockWriter {
     store: FsBlockstore,
     guard: ImportGuard,
+    /// The batch being filled.
     pending: Vec<Pending>,
     pending_bytes: usize,
-    /// Shards of blocks found already stored: their directory is fsync'd at
-    /// the next flush, as whoever renamed them may have crashed before.
-    dedup_shards: BTreeSet<usize>,
-    /// Children of the dag-pb blocks written, so pinning needs no re-read.
-    links: HashMap<Key, Vec<Cid>>,
+    /// Shards this writer renamed blocks into, or found its blocks already in
+    /// (whoever renamed those may have crashed before the fsync), since its
+    /// last successful flush.
+    unsynced: BTreeSet<usize>,
+    /// Started at the first full batch: a writer only ever flushed by hand
+    /// (`put_block`, small imports) syncs on its caller's thread.
+    sync: Option<SyncThread>,
+    /// Part of temp file names; read once, as each read is a syscall.
+    pid: u32,
 }
 
 struct Pending {
@@ -892,20 +1045,74 @@ struct Pending {
     shard: usize,
 }
 
+/// A writer's sync thread and its two queues.
+struct SyncThread {
+    /// Batches to sync; taken (closing the queue) when the writer is dropped.
+    jobs: Option<mpsc::SyncSender<Vec<Pending>>>,
+    done: mpsc::Receiver<Synced>,
+    /// Batches sent whose outcome has not been received yet.
+    in_flight: usize,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The outcome of syncing one batch.
+enum Synced {
+    /// Durable and renamed into these shards (not yet fsync'd).
+    Renamed(Vec<usize>),
+    /// Not stored: the temp files are gone and these keys must leave the
+    /// writer's guard.
+    Failed { error: Error, keys: Vec<Key> },
+}
+
+impl SyncThread {
+    fn spawn(inner: Arc<Inner>) -> io::Result<SyncThread> {
+        let (jobs, queue) = mpsc::sync_channel::<Vec<Pending>>(SYNC_QUEUE);
+        let (report, done) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("wanda-block-sync".into())
+            .spawn(move || {
+                for batch in queue {
+                    if report.send(sync_batch(&inner, batch)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(SyncThread {
+            jobs: Some(jobs),
+            done,
+            in_flight: 0,
+            handle: Some(handle),
+        })
+    }
+
+    /// The thread stopped answering, which only a panic does: re-raise it
+    /// here rather than report its batches as stored.
+    fn died(&mut self) -> ! {
+        match self.handle.take().map(|h| h.join()) {
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            _ => panic!("the block sync thread stopped with batches in flight"),
+        }
+    }
+}
+
 impl std::fmt::Debug for BlockWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockWriter")
             .field("guarded", &self.guard.len())
             .field("pending", &self.pending.len())
+            .field("in_flight", &self.sync.as_ref().map_or(0, |t| t.in_flight))
             .finish_non_exhaustive()
     }
 }
 
 impl BlockSink for BlockWriter {
-    /// Writes the block to a temp file; it becomes durable and visible at
-    /// the next batch boundary or [`BlockWriter::flush`]. Trusts the CID (as
-    /// [`Block::new`] computed it); `get` and `verify` check it.
+    /// Writes the block to a temp file; it becomes visible once its batch is
+    /// synced, and durable at the next [`BlockWriter::flush`]. Trusts the CID
+    /// (as [`Block::new`] computed it); `get` and `verify` check it.
     fn put(&mut self, block: &Block) -> Result<(), Error> {
+        // A batch that failed in the background is reported first, before
+        // this block is taken, so the caller knows it was not stored.
+        self.collect(false)?;
         let mh = block.cid.hash();
         if mh.code() == IDENTITY {
             return Ok(());
@@ -928,7 +1135,9 @@ impl BlockSink for BlockWriter {
             return Err(e);
         }
         if self.pending.len() >= BATCH_BLOCKS || self.pending_bytes >= BATCH_BYTES {
-            self.flush()?;
+            let batch = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            self.hand_off(batch)?;
         }
         Ok(())
     }
@@ -936,24 +1145,23 @@ impl BlockSink for BlockWriter {
 
 impl BlockWriter {
     fn stage(&mut self, key: &Key, block: &Block) -> Result<(), Error> {
+        let inner = &self.store.inner;
         if block.cid.codec() == DAG_PB {
             // Ill-formed nodes are stored all the same; pinning reports them.
-            if let Ok(children) = crate::unixfs::pb::links(&block.cid, &block.data) {
-                self.links.insert(key.clone(), children);
+            if let Ok(children) = links_of(&block.cid, &block.data) {
+                lock(&inner.import_links).insert(key.clone(), children);
             }
         }
-        let inner = &self.store.inner;
         let (shard, dst) = inner.layout.block_path(key);
         if dst.is_file() {
-            self.dedup_shards.insert(shard);
+            self.unsynced.insert(shard);
             return Ok(());
         }
         let seq = inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = inner.layout.tmp.join(format!(
-            "{}.{}.{seq}",
-            flatfs::key_of(key),
-            std::process::id()
-        ));
+        let tmp = inner
+            .layout
+            .tmp
+            .join(format!("{}.{}.{seq}", flatfs::key_of(key), self.pid));
         let file = flatfs::write_new(&tmp, &block.data)?;
         flatfs::start_writeback(&file);
         self.pending_bytes += block.data.len();
@@ -967,52 +1175,96 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Makes every block put so far durable and visible.
+    /// Gives a full batch to the sync thread, starting it at the first one;
+    /// waits while the thread already holds all it may.
+    fn hand_off(&mut self, batch: Vec<Pending>) -> Result<(), Error> {
+        if self.sync.is_none() {
+            match SyncThread::spawn(self.store.inner.clone()) {
+                Ok(t) => self.sync = Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a block sync thread; syncing inline");
+                    return self.sync_here(batch);
+                }
+            }
+        }
+        let Some(t) = self.sync.as_mut() else {
+            unreachable!("started above")
+        };
+        let sent = t.jobs.as_ref().map(|j| j.send(batch));
+        if !matches!(sent, Some(Ok(()))) {
+            t.died();
+        }
+        t.in_flight += 1;
+        Ok(())
+    }
+
+    /// Syncs a batch on the caller's thread.
+    fn sync_here(&mut self, batch: Vec<Pending>) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let outcome = sync_batch(&self.store.inner, batch);
+        let mut first = None;
+        take_outcome(outcome, &mut self.unsynced, &mut self.guard, &mut first);
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Takes the outcomes of the batches the sync thread has finished (with
+    /// `wait`, of all it holds); returns the first failure. Every outcome is
+    /// taken even after a failure, so each failed batch leaves the guard.
+    fn collect(&mut self, wait: bool) -> Result<(), Error> {
+        let Some(t) = self.sync.as_mut() else {
+            return Ok(());
+        };
+        let mut first = None;
+        while t.in_flight > 0 {
+            let outcome = if wait {
+                match t.done.recv() {
+                    Ok(o) => o,
+                    Err(mpsc::RecvError) => t.died(),
+                }
+            } else {
+                match t.done.try_recv() {
+                    Ok(o) => o,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => t.died(),
+                }
+            };
+            t.in_flight -= 1;
+            take_outcome(outcome, &mut self.unsynced, &mut self.guard, &mut first);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Makes every block put so far durable and visible: hands over (or, if
+    /// no sync thread was needed, syncs here) the pending batch, waits for
+    /// every batch, then fsyncs the shard directories they went into. If it
+    /// fails, nothing of this writer may be reported; the directories stay
+    /// listed, so a retry fsyncs them again.
     pub fn flush(&mut self) -> Result<(), Error> {
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        match self.commit_batch(&batch) {
-            Ok(()) => {
-                self.dedup_shards.clear();
-                Ok(())
-            }
-            Err(e) => {
-                for p in batch {
-                    drop(p.file);
-                    let _ = fs::remove_file(&p.tmp);
-                    // A retry must write it again.
-                    self.guard.remove(&p.key);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn commit_batch(&self, batch: &[Pending]) -> Result<(), Error> {
-        let inner = &self.store.inner;
-        parallel(batch, |p| {
-            p.file
-                .sync_data()
-                .map_err(|e| io_err("fsync block", &p.tmp, e))
-        })?;
-        let mut shards = self.dedup_shards.clone();
-        for p in batch {
-            inner.ensure_shard(p.shard)?;
-            fs::rename(&p.tmp, &p.dst).map_err(|e| io_err("rename block into place", &p.dst, e))?;
-            shards.insert(p.shard);
-        }
-        let dirs: Vec<PathBuf> = shards
-            .into_iter()
-            .map(|s| inner.layout.shard_dir(s))
-            .collect();
-        parallel(&dirs, |d| flatfs::sync_dir(d))
+        let handed = if self.sync.is_some() && !batch.is_empty() {
+            self.hand_off(batch)
+        } else {
+            self.sync_here(batch)
+        };
+        // Without a sync thread `collect` has nothing to wait for, and with
+        // one `hand_off` cannot fail: at most one of the two is an error.
+        let waited = self.collect(true);
+        handed.and(waited)?;
+        self.store
+            .inner
+            .sync_shards(self.unsynced.iter().copied())?;
+        self.unsynced.clear();
+        Ok(())
     }
 
     /// Flushes, then pins `root` (whose blocks need not all come from this
     /// import), then releases the guard: the end of an import.
     pub fn finish(mut self, root: &Cid, mode: PinMode) -> Result<(), Error> {
         self.flush()?;
-        self.store.pin_with_hint(root, mode, &self.links)
+        self.store.pin(root, mode)
     }
 
     /// Flushes and hands back the guard, for a caller that pins later; keep
@@ -1024,9 +1276,41 @@ impl BlockWriter {
     }
 }
 
+/// Applies one batch's outcome to its writer's state; keeps the first error.
+fn take_outcome(
+    outcome: Synced,
+    unsynced: &mut BTreeSet<usize>,
+    guard: &mut ImportGuard,
+    first: &mut Option<Error>,
+) {
+    match outcome {
+        Synced::Renamed(shards) => unsynced.extend(shards),
+        Synced::Failed { error, keys } => {
+            // A retry must write them again.
+            for key in &keys {
+                guard.remove(key);
+            }
+            match first {
+                None => *first = Some(error),
+                Some(_) => tracing::warn!(%error, "another batch of the same import failed"),
+            }
+        }
+    }
+}
+
 impl Drop for BlockWriter {
     fn drop(&mut self) {
-        // Blocks never flushed were never reported: discard them.
+        // Batches the sync thread holds are finished first (they may become
+        // visible, as orphans for gc), so no thread outlives the writer and
+        // the guard (dropped after this) covers them until then.
+        if let Some(mut t) = self.sync.take() {
+            drop(t.jobs.take());
+            if let Some(h) = t.handle.take() {
+                // A panic there is already being reported, or was.
+                let _ = h.join();
+            }
+        }
+        // Blocks never handed over were never reported: discard them.
         for p in self.pending.drain(..) {
             drop(p.file);
             let _ = fs::remove_file(&p.tmp);
@@ -1034,15 +1318,84 @@ impl Drop for BlockWriter {
     }
 }
 
-/// Runs `f` on every item from up to [`SYNC_THREADS`] threads; the first
-/// error wins. fsyncs issued together share journal commits and disk cache
+/// Syncs one batch and renames it into place; on failure removes what is
+/// left of its temp files. Runs on the sync thread (or the caller's).
+fn sync_batch(inner: &Inner, batch: Vec<Pending>) -> Synced {
+    match commit_batch(inner, &batch) {
+        // Dropping the batch closes its files here, off the caller's thread.
+        Ok(()) => Synced::Renamed(batch.iter().map(|p| p.shard).collect()),
+        Err(error) => {
+            // Blocks renamed before the failure are whole (their bytes were
+            // synced first): they stay, unguarded, for gc.
+            let keys = batch
+                .into_iter()
+                .map(|p| {
+                    drop(p.file);
+                    let _ = fs::remove_file(&p.tmp);
+                    p.key
+                })
+                .collect();
+            Synced::Failed { error, keys }
+        }
+    }
+}
+
+/// One fsync a batch needs.
+enum BatchSync<'a> {
+    Block(&'a Pending),
+    /// `blocks/`, recording shard directories the batch created.
+    Parent(&'a Path),
+}
+
+/// fdatasyncs a batch's files, creates the shard directories it is the
+/// first to need, then renames the files into place.
+fn commit_batch(inner: &Inner, batch: &[Pending]) -> Result<(), Error> {
+    let new_shards: BTreeSet<usize> = batch
+        .iter()
+        .map(|p| p.shard)
+        .filter(|&s| !inner.shards[s].ready.load(Ordering::Acquire))
+        .collect();
+    for &s in &new_shards {
+        // Another writer may have just made it, but not its parent's fsync:
+        // that is why the parent is synced whether or not this call made it.
+        flatfs::create_dir(&inner.layout.shard_dir(s))?;
+    }
+    let mut syncs: Vec<BatchSync> = Vec::with_capacity(batch.len() + 1);
+    if !new_shards.is_empty() {
+        // Issued with the fdatasyncs so one journal commit serves them all.
+        syncs.push(BatchSync::Parent(&inner.layout.blocks));
+    }
+    syncs.extend(batch.iter().map(BatchSync::Block));
+    parallel(&syncs, SYNC_THREADS, |s| match s {
+        BatchSync::Block(p) => p
+            .file
+            .sync_data()
+            .map_err(|e| io_err("fsync block", &p.tmp, e)),
+        BatchSync::Parent(dir) => flatfs::sync_dir(dir),
+    })?;
+    for &s in &new_shards {
+        inner.shards[s].ready.store(true, Ordering::Release);
+    }
+    for p in batch {
+        fs::rename(&p.tmp, &p.dst).map_err(|e| io_err("rename block into place", &p.dst, e))?;
+        inner.note_renamed(p.shard);
+    }
+    Ok(())
+}
+
+/// Runs `f` on every item from up to `threads` threads; the first error
+/// wins. fsyncs issued together share journal commits and disk cache
 /// flushes (ext4's jbd2 batches them), where one after another each waits
 /// for its own.
-fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<(), Error> + Sync) -> Result<(), Error> {
+fn parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<(), Error> + Sync,
+) -> Result<(), Error> {
     if items.len() <= 1 {
         return items.iter().try_for_each(&f);
     }
-    let per = items.len().div_ceil(SYNC_THREADS);
+    let per = items.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(per)

@@ -176,20 +176,216 @@ fn unflushed_blocks_are_invisible_and_dropped_with_the_writer() {
     assert!(!store.has(&b.cid).unwrap());
 }
 
+/// Puts after which the sync thread has certainly finished the first batch:
+/// it holds at most `SYNC_QUEUE` + 1 batches, so the hand-off of batch
+/// `SYNC_QUEUE` + 2 waits until batch 1 is out of its hands.
+const FIRST_BATCH_DONE: usize = (SYNC_QUEUE + 2) * BATCH_BLOCKS;
+
 #[test]
-fn batches_flush_by_themselves() {
+fn batches_sync_by_themselves_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsBlockstore::open(dir.path()).unwrap();
     let mut w = store.writer();
-    let blocks: Vec<Block> = (0..BATCH_BLOCKS as u64 + 3).map(|i| leaf(i, 10)).collect();
+    let blocks: Vec<Block> = (0..FIRST_BATCH_DONE as u64 + 3)
+        .map(|i| leaf(i, 10))
+        .collect();
     for b in &blocks {
         w.put(b).unwrap();
     }
-    assert!(store.has(&blocks[0].cid).unwrap());
-    assert!(!store.has(&blocks[BATCH_BLOCKS].cid).unwrap());
+    assert_eq!(
+        w.sync.as_ref().unwrap().in_flight + 1,
+        FIRST_BATCH_DONE / BATCH_BLOCKS
+    );
+    for b in &blocks[..BATCH_BLOCKS] {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
+    // The last three were never handed over.
+    for b in &blocks[FIRST_BATCH_DONE..] {
+        assert!(!store.has(&b.cid).unwrap());
+    }
     w.flush().unwrap();
-    assert!(store.has(&blocks[BATCH_BLOCKS].cid).unwrap());
+    for b in &blocks {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
     assert_eq!(tmp_entries(dir.path()), 0);
+    assert_eq!(w.sync.as_ref().unwrap().in_flight, 0);
+}
+
+/// Every shard holding one of `blocks` has no rename left to fsync.
+fn all_synced(store: &FsBlockstore, blocks: &[Block]) -> bool {
+    blocks.iter().all(|b| {
+        let (shard, _) = store.inner.layout.block_path(&b.cid.hash().to_bytes());
+        !store.inner.needs_sync(shard)
+    })
+}
+
+#[test]
+fn flush_and_finish_leave_every_block_visible_and_its_directory_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    // Enough blocks for several background batches over many shards.
+    let (root, blocks) = file(&(0..3 * BATCH_BLOCKS as u64 + 5).collect::<Vec<_>>(), "f");
+    let mut w = store.writer();
+    for b in &blocks {
+        w.put(b).unwrap();
+    }
+    assert!(w.sync.is_some(), "the batches went through the sync thread");
+    w.flush().unwrap();
+    assert!(w.unsynced.is_empty());
+    assert!(all_synced(&store, &blocks));
+    for b in &blocks {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
+
+    // A second import, partly over the same leaves, ends with finish.
+    let (root2, blocks2) = file(
+        &(2 * BATCH_BLOCKS as u64..5 * BATCH_BLOCKS as u64).collect::<Vec<_>>(),
+        "g",
+    );
+    let mut w = store.writer();
+    for b in &blocks2 {
+        w.put(b).unwrap();
+    }
+    // Once the sync thread is done with the batches handed over, their new
+    // blocks are visible, but not yet durable by name.
+    w.collect(true).unwrap();
+    let new = &blocks2[BATCH_BLOCKS + 10];
+    assert!(!blocks.iter().any(|b| b.cid == new.cid));
+    assert!(store.has(&new.cid).unwrap());
+    assert!(!all_synced(&store, &blocks2));
+    w.finish(&root2, PinMode::Recursive).unwrap();
+    assert!(all_synced(&store, &blocks2));
+    for b in &blocks2 {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
+    assert_eq!(tmp_entries(dir.path()), 0);
+    store.pin(&root, PinMode::Recursive).unwrap();
+    assert!(store.verify(false).unwrap().is_clean());
+}
+
+#[test]
+fn a_pin_syncs_the_directories_of_blocks_another_import_left_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (root, blocks) = file(&(0..BATCH_BLOCKS as u64).collect::<Vec<_>>(), "f");
+    // One import hands its leaves to the sync thread and gets them renamed:
+    // visible, but not durable by name until that import's flush.
+    let mut a = store.writer();
+    for b in &blocks {
+        a.put(b).unwrap();
+    }
+    a.collect(true).unwrap();
+    let visible: Vec<Block> = blocks[..BATCH_BLOCKS].to_vec();
+    for b in &visible {
+        assert!(store.has(&b.cid).unwrap());
+    }
+    assert!(!all_synced(&store, &visible));
+    // Someone pins a DAG over those leaves, through a writer of its own
+    // that only adds the root.
+    let sub = node(&visible.iter().collect::<Vec<_>>(), "sub");
+    let mut b = store.writer();
+    b.put(&sub).unwrap();
+    b.finish(&sub.cid, PinMode::Recursive).unwrap();
+    assert!(all_synced(&store, &visible), "the pin made them durable");
+    a.finish(&root, PinMode::Recursive).unwrap();
+    assert!(all_synced(&store, &blocks));
+}
+
+/// A block whose shard is blocked by a plain file: its rename fails with
+/// ENOTDIR, in the sync thread. Returns the file's path.
+fn block_shard_of(store: &FsBlockstore, b: &Block) -> std::path::PathBuf {
+    let (_, path) = store.inner.layout.block_path(&b.cid.hash().to_bytes());
+    let shard = path.parent().unwrap().to_path_buf();
+    fs::write(&shard, b"not a directory").unwrap();
+    shard
+}
+
+#[test]
+fn a_failed_background_batch_surfaces_from_flush_and_leaves_nothing_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let blocks: Vec<Block> = (0..BATCH_BLOCKS as u64).map(|i| leaf(i, 3000)).collect();
+    let bad = &blocks[BATCH_BLOCKS / 2];
+    let blocker = block_shard_of(&store, bad);
+    let mut w = store.writer();
+    for b in &blocks {
+        w.put(b).unwrap();
+    }
+    // The whole batch went to the sync thread; flush waits for its failure.
+    assert!(w.pending.is_empty());
+    let err = w.flush().unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Io {
+                op: "rename block into place",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        tmp_entries(dir.path()),
+        0,
+        "the failed batch's temp files remain"
+    );
+    // The failed batch left the guard, so putting its blocks again writes them.
+    assert!(blocks.iter().all(|b| !w.guard.protects(&b.cid)));
+    fs::remove_file(&blocker).unwrap();
+    assert!(!store.has(&bad.cid).unwrap());
+    drop(w);
+    drop(store);
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let report = store.verify(false).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let mut w = store.writer();
+    for b in &blocks {
+        w.put(b).unwrap();
+    }
+    w.flush().unwrap();
+    for b in &blocks {
+        assert_eq!(store.get(&b.cid).unwrap(), b.data);
+    }
+}
+
+#[test]
+fn a_failed_background_batch_surfaces_from_the_next_put_and_finish_pins_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let seeds: Vec<u64> = (0..FIRST_BATCH_DONE as u64 + 10).collect();
+    let (root, blocks) = file(&seeds, "f");
+    let bad = &blocks[3];
+    let blocker = block_shard_of(&store, bad);
+    let mut w = store.writer();
+    let mut failed_at = None;
+    for (i, b) in blocks.iter().enumerate() {
+        if let Err(e) = w.put(b) {
+            assert!(matches!(e, Error::Io { .. }), "{e}");
+            failed_at = Some(i);
+            break;
+        }
+    }
+    let failed_at = failed_at.expect("no put reported the failed batch");
+    // By the hand-off that needed batch 1 out of the thread's hands, its
+    // outcome was in; the put right after must have reported it.
+    assert!(
+        failed_at <= FIRST_BATCH_DONE,
+        "reported only at put {failed_at}"
+    );
+    assert!(
+        failed_at > BATCH_BLOCKS,
+        "reported before the batch was handed over"
+    );
+    // The import carries on regardless: its pin must refuse the hole.
+    for b in &blocks[failed_at..] {
+        w.put(b).unwrap();
+    }
+    let err = w.finish(&root, PinMode::Recursive).unwrap_err();
+    assert!(matches!(err, Error::MissingBlock { .. }), "{err}");
+    assert!(store.pins().unwrap().is_empty());
+    assert_eq!(tmp_entries(dir.path()), 0);
+    fs::remove_file(&blocker).unwrap();
+    assert!(store.verify(false).unwrap().corrupt.is_empty());
 }
 
 #[test]
@@ -506,4 +702,80 @@ proptest! {
         }
         prop_assert!(store.verify(false).unwrap().is_clean());
     }
+}
+
+#[test]
+fn pin_after_commit_uses_the_import_links_while_the_guard_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    // Imports dag-pb leaves (as Kubo's default CIDv0 add makes them) under a
+    // root, keeps the guard or not, corrupts a leaf, then pins the root.
+    let pin_after_corruption = |tag: &str, keep_guard: bool| {
+        let leaves: Vec<Block> = (0..4).map(|i| node(&[], &format!("{tag} {i}"))).collect();
+        let root = node(&leaves.iter().collect::<Vec<_>>(), tag);
+        let mut w = store.writer();
+        for b in leaves.iter().chain([&root]) {
+            w.put(b).unwrap();
+        }
+        let guard = w.commit().unwrap();
+        let guard = keep_guard.then_some(guard);
+        corrupt_file(&store, &leaves[2].cid);
+        let pinned = store.pin(&root.cid, PinMode::Recursive);
+        drop(guard);
+        pinned
+    };
+    // With the guard held the pin learns the leaves' links from the import
+    // and reads none of them: it cannot see the corruption.
+    pin_after_corruption("kept", true).unwrap();
+    assert!(store.inner.import_links.lock().unwrap().is_empty());
+    // Without it, it reads them (and so finds the corrupt one).
+    let err = pin_after_corruption("dropped", false).unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn reopen_keeps_a_current_schema_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = FsBlockstore::open(dir.path()).unwrap();
+        // A repo whose links table is missing gets it back at open.
+        let wtx = store.inner.db.begin_write().unwrap();
+        assert!(wtx.delete_table(LINKS).unwrap());
+        wtx.commit().unwrap();
+    }
+    let (root, blocks) = file(&[1, 2], "f");
+    {
+        let store = FsBlockstore::open(dir.path()).unwrap();
+        import(&store, &blocks, &root);
+        let wtx = store.inner.db.begin_write().unwrap();
+        wtx.open_table(meta::INFO)
+            .unwrap()
+            .insert("version", meta::SCHEMA_VERSION + 1)
+            .unwrap();
+        wtx.commit().unwrap();
+    }
+    let err = FsBlockstore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::BadRepo { .. }), "{err}");
+    assert!(err.to_string().contains("upgrade wanda-ipfs"), "{err}");
+}
+
+#[test]
+fn links_of_agrees_with_pb_links() {
+    let leaves: Vec<Block> = (0..3).map(|i| leaf(i, 100)).collect();
+    let inner = node(&leaves.iter().collect::<Vec<_>>(), "inner");
+    let pb_leaf = node(&[], "a dag-pb leaf");
+    let garbage = Block {
+        cid: Cid::new_v0(inner.cid.hash().to_owned()).unwrap(),
+        data: Bytes::from_static(b"\xff\xff not dag-pb"),
+    };
+    for b in [&leaves[0], &inner, &pb_leaf, &garbage] {
+        let ours = links_of(&b.cid, &b.data).map_err(|e| e.to_string());
+        let theirs = crate::unixfs::pb::links(&b.cid, &b.data).map_err(|e| e.to_string());
+        assert_eq!(ours, theirs, "{}", b.cid);
+    }
+    assert_eq!(
+        links_of(&inner.cid, &inner.data).unwrap(),
+        leaves.iter().map(|b| b.cid).collect::<Vec<_>>()
+    );
+    assert!(links_of(&garbage.cid, &garbage.data).is_err());
 }
