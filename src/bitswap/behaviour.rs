@@ -19,9 +19,14 @@
 //! [`Config::with_get_timeout`] fails with [`Event::GetFailed`]. Timeouts are
 //! one tokio timer set to the nearest deadline.
 //!
-//! Assumes: the store answers `has` without a size, so stored blocks are
-//! reported to the ledger as [`ASSUMED_BLOCK_SIZE`] (want-haves get HAVE,
-//! never the block itself; scheduling counts whole chunks).
+//! Sizes: a wantlist's lookup asks the store for each block's size (a
+//! `stat`), so a want-have for a block of at most
+//! [`MAX_BLOCK_SIZE_REPLACE_HAVE_WITH_BLOCK`] bytes is answered with the
+//! block, as boxo does. Blocks announced by `notify_new_blocks` come without
+//! a size and count as [`ASSUMED_BLOCK_SIZE`] (a HAVE; scheduling counts a
+//! whole chunk).
+//!
+//! [`MAX_BLOCK_SIZE_REPLACE_HAVE_WITH_BLOCK`]: super::MAX_BLOCK_SIZE_REPLACE_HAVE_WITH_BLOCK
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
@@ -190,8 +195,8 @@ pub struct Stats {
 struct Lookup {
     peer: PeerId,
     msg: Message,
-    /// Multihashes of the message's CIDs that the store has.
-    have: HashSet<Multihash<64>>,
+    /// Multihashes of the message's CIDs that the store has, with sizes.
+    have: HashMap<Multihash<64>, usize>,
 }
 
 /// A finished block read for one scheduled batch.
@@ -540,7 +545,7 @@ impl Behaviour {
                     futures::future::ready(Lookup {
                         peer,
                         msg,
-                        have: HashSet::new(),
+                        have: HashMap::new(),
                     })
                     .boxed(),
                 );
@@ -549,21 +554,22 @@ impl Behaviour {
             let store = self.store.clone();
             let job = tokio::task::spawn_blocking(move || {
                 cids.iter()
-                    .filter(|cid| match store.has(cid) {
-                        Ok(h) => h,
+                    .filter_map(|cid| match store.size(cid) {
+                        Ok(size) => {
+                            size.map(|n| (*cid.hash(), usize::try_from(n).unwrap_or(usize::MAX)))
+                        }
                         Err(e) => {
                             tracing::warn!(%cid, error = %e, "bitswap store lookup failed");
-                            false
+                            None
                         }
                     })
-                    .map(|cid| *cid.hash())
-                    .collect::<HashSet<_>>()
+                    .collect::<HashMap<_, _>>()
             });
             self.lookups.push_back(
                 async move {
                     let have = job.await.unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "bitswap lookup task failed");
-                        HashSet::new()
+                        HashMap::new()
                     });
                     Lookup { peer, msg, have }
                 }
@@ -579,8 +585,10 @@ impl Behaviour {
         p.lookups = p.lookups.saturating_sub(1);
         let recent = &self.recently_added_set;
         let actions = self.ledger.on_message(&l.peer, &l.msg, |cid| {
-            (l.have.contains(cid.hash()) || recent.contains(cid.hash()))
-                .then_some(ASSUMED_BLOCK_SIZE)
+            l.have
+                .get(cid.hash())
+                .copied()
+                .or_else(|| recent.contains(cid.hash()).then_some(ASSUMED_BLOCK_SIZE))
         });
         self.ledger.schedule(actions);
     }
@@ -1094,6 +1102,45 @@ mod tests {
         assert!(r.is_connected(&a_id));
     }
 
+    #[tokio::test]
+    async fn want_have_gets_a_small_block_itself_and_a_have_for_a_large_one() {
+        let (_a_dir, a_store) = open_store();
+        // boxo's limit is inclusive: a block of exactly 1024 bytes is sent.
+        let small = Block::new(cid::Version::V1, crate::block::RAW, bytes(1024, 5));
+        let large = Block::new(cid::Version::V1, crate::block::RAW, bytes(1025, 6));
+        a_store.put_block(&small).unwrap();
+        a_store.put_block(&large).unwrap();
+        let mut a = swarm(a_store, Config::default());
+        let mut r = Swarm::new_ephemeral_tokio(|_| raw::Raw::default());
+        a.listen().with_memory_addr_external().await;
+        r.connect(&mut a).await;
+        let a_id = *a.local_peer_id();
+        tokio::spawn(a.loop_on_next());
+
+        r.behaviour_mut().send(
+            a_id,
+            want_frame(&[(small.cid, WantType::Have), (large.cid, WantType::Have)]),
+        );
+        let (mut blocks, mut presences) = (Vec::new(), Vec::new());
+        // The answers may come in one message or two.
+        for _ in 0..2 {
+            let m = raw::next_message(&mut r).await;
+            blocks.extend(m.blocks);
+            presences.extend(m.presences);
+            if !blocks.is_empty() && !presences.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(blocks, vec![small.clone()]);
+        assert_eq!(
+            presences,
+            vec![BlockPresence {
+                cid: large.cid,
+                kind: PresenceType::Have
+            }]
+        );
+    }
+
     /// A frame holding one message that wants `wants`.
     fn want_frame(wants: &[(Cid, WantType)]) -> Vec<u8> {
         encode_frame(&Message {
@@ -1231,15 +1278,12 @@ mod tests {
         let (_, _) = futures::future::join(fetch, raw_side).await;
         // A bad message then a good one on one stream: only the first is lost.
         let mut mixed = many(10_000);
-        mixed.extend(want_frame(&[(root, WantType::Have)]));
+        mixed.extend(want_frame(&[(root, WantType::Block)]));
         r.behaviour_mut().send(a_id, mixed);
         let m = raw::next_message(&mut r).await;
         assert_eq!(
-            m.presences,
-            vec![BlockPresence {
-                cid: root,
-                kind: PresenceType::Have
-            }],
+            m.blocks.iter().map(|b| b.cid).collect::<Vec<_>>(),
+            vec![root],
             "the good message after a bad one is answered"
         );
         let mut out = Vec::new();

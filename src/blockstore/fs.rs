@@ -319,13 +319,21 @@ impl FsBlockstore {
 
     /// Whether the block named by `cid` (any version/codec) is stored.
     pub fn has(&self, cid: &Cid) -> Result<bool, Error> {
+        Ok(self.size(cid)?.is_some())
+    }
+
+    /// The size of the block named by `cid` if it is stored, from the file's
+    /// length (one `stat`, as `has`): lets bitswap answer a want-have for a
+    /// small block with the block itself without reading it.
+    pub fn size(&self, cid: &Cid) -> Result<Option<u64>, Error> {
         if cid.hash().code() == IDENTITY {
-            return Ok(true);
+            return Ok(Some(cid.hash().digest().len() as u64));
         }
         let (_, path) = self.inner.layout.block_path(&cid.hash().to_bytes());
         match fs::metadata(&path) {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &path, e)),
         }
     }
