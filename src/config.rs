@@ -46,6 +46,10 @@ pub struct Config {
     pub peering: PeeringConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub pipeline: crate::pipeline::PipelineConfig,
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Defaults of `add` (Kubo's `Import.*`).
@@ -373,6 +377,10 @@ impl Config {
                 "swarm: idle_timeout_secs must be at least 1".into(),
             ));
         }
+        self.pipeline.validate().map_err(Error::Invalid)?;
+        self.cluster
+            .validate()
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         // Addresses are parsed (and explained) by `node::NodeConfig`, which knows multiaddrs.
         Ok(())
     }
@@ -382,6 +390,17 @@ impl Config {
 /// sections and keys come from the default config plus the file, so an
 /// override can also set a key the file leaves out.
 fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+    for (name, section, key) in SEED_ENV {
+        if let Some(raw) = env(name) {
+            tracing::debug!(%name, "config overridden from the environment (WANDA seed name)");
+            table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| Error::Invalid(format!("[{section}] is not a table")))?
+                .insert(key.to_string(), seed_value(key, &raw));
+        }
+    }
     let defaults: toml::Table = DEFAULT_TOML.parse().expect("embedded default parses");
     let mut keys: Vec<(String, String)> = Vec::new();
     for t in [&defaults, &*table] {
@@ -395,6 +414,14 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
     }
     // Keys commented out in the default file but valid.
     keys.push(("import".into(), "raw_leaves".into()));
+    for k in [
+        "api",
+        "basic_auth_user",
+        "basic_auth_password",
+        "bearer_token",
+    ] {
+        keys.push(("cluster".into(), k.into()));
+    }
     keys.sort();
     keys.dedup();
     for (section, key) in keys {
@@ -414,6 +441,31 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
             .insert(key, value);
     }
     Ok(())
+}
+
+/// The environment names of the WANDA app's seed configuration, and the keys they set. The
+/// `WANDA_<SECTION>_<KEY>` names are applied after these, so they win.
+pub const SEED_ENV: [(&str, &str, &str); 7] = [
+    ("IPFS_ENABLED", "pipeline", "enabled"),
+    ("IPFS_CLUSTER_API", "cluster", "api"),
+    ("IPFS_DELETE_AFTER_PIN", "pipeline", "delete_after_pin"),
+    ("IPFS_REPLICATION_MIN", "cluster", "replication_min"),
+    ("IPFS_REPLICATION_MAX", "cluster", "replication_max"),
+    ("IPFS_API_ADDR", "api", "address"),
+    ("WANDA_CAPTURES_DIR", "pipeline", "captures_dir"),
+];
+
+/// A seed variable's value: Python-style booleans ("True", "1", "yes") for the two flags,
+/// otherwise as any override.
+fn seed_value(key: &str, raw: &str) -> toml::Value {
+    if key == "enabled" || key == "delete_after_pin" {
+        let b = matches!(raw.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        return toml::Value::Boolean(b);
+    }
+    if key == "api" || key == "address" || key == "captures_dir" {
+        return toml::Value::String(raw.to_string());
+    }
+    parse_env_value(raw)
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

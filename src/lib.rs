@@ -7,10 +7,13 @@
 pub mod bitswap;
 pub mod block;
 pub mod blockstore;
+pub mod capture;
 pub mod car;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod repo;
+pub mod session;
 pub mod unixfs;
 
 /// Protobuf messages compiled from `proto/` by build.rs.
@@ -24,3 +27,4 @@ pub mod pb {
     }
 }
 pub mod node;
+pub mod pipeline;

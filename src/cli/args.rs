@@ -80,6 +80,51 @@ pub enum Command {
     /// Connections to other peers (like `ipfs swarm`); needs a running daemon.
     #[command(subcommand)]
     Swarm(SwarmCmd),
+    /// Capture a session of stills into the captures folder, as WANDA names them
+    /// (<dir>/<session>/image_NNNN.jpg); a daemon watching that folder imports and pins them.
+    Capture(CaptureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Session name: free text (spaces allowed), one folder under the captures folder.
+    #[arg(long)]
+    pub session: String,
+    /// rapid: one still every --interval seconds; timed: --count stills over --hours.
+    #[arg(long, value_enum, default_value = "rapid")]
+    pub mode: CaptureMode,
+    /// Seconds between stills in rapid mode.
+    #[arg(long, default_value_t = 0.5)]
+    pub interval: f64,
+    /// Stills to take.
+    #[arg(long, default_value_t = 10)]
+    pub count: u32,
+    /// Hours a timed session spans.
+    #[arg(long, default_value_t = 1.0)]
+    pub hours: f64,
+    /// Where stills come from. `test`: deterministic JPEG-shaped bytes, no hardware.
+    #[arg(long, value_enum, default_value = "test")]
+    pub source: CaptureSource,
+    /// Bytes per still of the test source.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub size: usize,
+    /// Seed of the test source (same seed, same stills, same CIDs).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The captures folder [default: config pipeline.captures_dir, env WANDA_CAPTURES_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CaptureMode {
+    Rapid,
+    Timed,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CaptureSource {
+    Test,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +140,11 @@ pub struct DaemonArgs {
     /// /ip4/127.0.0.1/tcp/5001] [Kubo: Addresses.API]
     #[arg(long, value_name = "MULTIADDR")]
     pub api: Option<String>,
+    /// Watch this captures folder (the WANDA app's <session name>/image_NNNN.jpg) and import
+    /// each still once it is complete; pins go to [cluster] api when set [default: config
+    /// pipeline.captures_dir, env WANDA_CAPTURES_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,8 +14,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::args::DaemonArgs;
+use crate::cluster::ClusterClient;
 use crate::node::{self, rpc, NodeConfig};
+use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::repo::{self, Repo};
+use crate::session::{self, SessionStore};
 
 /// Listeners that have not reported an address by then are an error (binding is local work).
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,7 +61,11 @@ pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> 
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = rt.block_on(serve(&repo, key, cfg, api));
+    let mut pipeline = repo.config.pipeline.clone();
+    if let Some(dir) = &args.watch {
+        pipeline.captures_dir = dir.to_string_lossy().into_owned();
+    }
+    let result = rt.block_on(serve(&repo, key, cfg, api, pipeline));
     // Whatever happened, a file naming a server that is gone would only mislead.
     if let Err(e) = rpc::remove_api_file(repo.path()) {
         tracing::warn!("{e}");
@@ -90,11 +97,40 @@ fn fix_mmap_threshold() {
     }
 }
 
+/// Opens the session store and starts the capture pipeline (ingest when a captures folder is
+/// set, cluster pinning when a cluster is).
+fn start_pipeline(
+    repo: &Repo,
+    node: &node::Node,
+    cfg: PipelineConfig,
+    stop: watch::Receiver<bool>,
+) -> Result<Pipeline> {
+    let sessions = SessionStore::open(&repo.path().join(session::SESSIONS_DB))?;
+    let cluster =
+        ClusterClient::from_config(&repo.config.cluster)?.map(|c| (c, repo.config.cluster.clone()));
+    if let Some(dir) = cfg.captures_dir() {
+        println!("Watching captures in {}", dir.display());
+    }
+    if let Some((c, _)) = &cluster {
+        println!("Pinning through IPFS Cluster at {}", c.endpoint());
+    }
+    let import = repo.config.import.to_options()?;
+    Ok(Pipeline::spawn(
+        node.clone(),
+        sessions,
+        import,
+        cfg,
+        cluster,
+        stop,
+    ))
+}
+
 async fn serve(
     repo: &Repo,
     key: libp2p::identity::Keypair,
     cfg: NodeConfig,
     api: libp2p::Multiaddr,
+    pipeline_cfg: PipelineConfig,
 ) -> Result<()> {
     let peer = key.public().to_peer_id();
     let listen = cfg.listen.clone();
@@ -114,6 +150,7 @@ async fn serve(
     let api_addr = server.multiaddr();
     let server_task =
         tokio::spawn(server.serve(node.clone(), repo.config.import.clone(), stopped.clone()));
+    let pipeline = start_pipeline(repo, &node, pipeline_cfg, stopped.clone())?;
     rpc::write_api_file(repo.path(), &api_addr)?;
     println!("RPC API server listening on {api_addr}");
     println!("Daemon is ready");
@@ -138,6 +175,7 @@ async fn serve(
     let _ = stop.send(true);
     // The RPC first, so no request reaches a stopping node; then the node.
     let graceful = async {
+        pipeline.join().await;
         let served = server_task.await;
         let _ = node_task.await;
         served

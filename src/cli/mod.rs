@@ -75,6 +75,7 @@ fn run(cli: Cli, repo_path: &Path) -> Result<()> {
         Command::Daemon(d) => daemon::run(d, config, repo_path),
         Command::Id => swarm::id(config, repo_path),
         Command::Swarm(s) => swarm::swarm(s, repo_path),
+        Command::Capture(c) => capture(c, config, repo_path),
         Command::Add(a) => add(a, config, repo_path),
         Command::Cat { path } => {
             if let Some(c) = swarm::daemon(repo_path)? {
@@ -497,5 +498,88 @@ pub fn export_car(store: &impl BlockSource, root: &Cid, out: impl Write) -> Resu
         stack.extend(links.into_iter().rev());
     }
     car.finish()?;
+    Ok(())
+}
+
+fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    use crate::capture::{run_session, Mode, TestSource};
+    let dir = match a.dir {
+        Some(d) => d,
+        None => {
+            let file = config.map_or_else(|| repo_path.join("config.toml"), Path::to_path_buf);
+            let cfg = crate::config::Config::load(&file, env_var)?;
+            cfg.pipeline.captures_dir().context(
+                "no captures folder: pass --dir, or set pipeline.captures_dir (env WANDA_CAPTURES_DIR)",
+            )?
+        }
+    };
+    let secs = |what: &str, s: f64| {
+        if (0.0..1e7).contains(&s) {
+            Ok(std::time::Duration::from_secs_f64(s))
+        } else {
+            Err(anyhow::anyhow!(
+                "{what} must be a number of seconds >= 0, got {s}"
+            ))
+        }
+    };
+    let mode = match a.mode {
+        args::CaptureMode::Rapid => Mode::Rapid {
+            interval: secs("--interval", a.interval)?,
+            count: a.count,
+        },
+        args::CaptureMode::Timed => Mode::Timed {
+            count: a.count,
+            over: secs("--hours", a.hours * 3600.0)?,
+        },
+    };
+    let mut source = match a.source {
+        args::CaptureSource::Test => TestSource::new(a.size, a.seed),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Ctrl-C ends the session between stills; the stills taken stay.
+        let _ = ctrlc_flag(stop);
+    }
+    let r = run_session(&mut source, &dir, &a.session, mode, &|| {
+        stop.load(std::sync::atomic::Ordering::Relaxed)
+    })?;
+    println!(
+        "captured {} stills into {} (image_{:04}.jpg on){}",
+        r.captured,
+        r.dir.display(),
+        r.first,
+        if r.late > 0 {
+            format!(", {} late", r.late)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Sets `flag` on SIGINT/SIGTERM (a thread with a small runtime waiting for either).
+fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("wanda-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut i), Ok(mut t)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+        })?;
     Ok(())
 }

@@ -229,6 +229,17 @@ impl NodeLoop {
             Command::Notify { cids } => {
                 self.swarm.behaviour_mut().bitswap.notify_new_blocks(&cids);
             }
+            Command::SetClusterPeers { peers } => {
+                let peering = &mut self.swarm.behaviour_mut().peering;
+                for old in peering.cluster_peers() {
+                    if !peers.iter().any(|(p, _)| *p == old) {
+                        peering.remove_peer(&old, Source::Cluster);
+                    }
+                }
+                for (peer, addrs) in peers {
+                    peering.add_peer(peer, addrs, Source::Cluster);
+                }
+            }
             Command::Want { cid, reply } => {
                 if let Some((_, waiters)) = self.storing.get_mut(cid.hash()) {
                     waiters.push(reply);

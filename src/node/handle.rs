@@ -32,6 +32,11 @@ pub(crate) enum Command {
     },
     /// Blocks just stored: peers waiting for them get them.
     Notify { cids: Vec<Cid> },
+    /// Keeps exactly these cluster IPFS peers connected (peering, `Source::Cluster`), releasing
+    /// cluster peers not listed.
+    SetClusterPeers {
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
     /// Fetches a block the store lacks from connected peers; replies with its verified bytes
     /// (the loop also stores it).
     Want {
@@ -88,6 +93,26 @@ impl Node {
         let (peer, addr) = super::split_peer("address", addr)?;
         self.ask(|reply| Command::Connect { peer, addr, reply })
             .await?
+    }
+
+    /// Keeps the IPFS daemons at `addrs` (each ending in `/p2p/<id>`) connected, dialing out and
+    /// redialing with backoff, and stops keeping cluster peers not named. An empty list releases
+    /// them all. Addresses without a peer id are skipped.
+    pub async fn set_cluster_peers(&self, addrs: &[Multiaddr]) -> Result<(), Error> {
+        let mut peers: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
+        for a in addrs {
+            let Ok((peer, addr)) = super::split_peer("cluster peer address", &a.to_string()) else {
+                continue;
+            };
+            match peers.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, v)) => v.push(addr),
+                None => peers.push((peer, vec![addr])),
+            }
+        }
+        self.tx
+            .send(Command::SetClusterPeers { peers })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Tells the node these blocks were just stored (an import), so peers that want them get

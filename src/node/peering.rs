@@ -48,6 +48,9 @@ pub enum Source {
     Configured,
     /// Found by mDNS: kept until mDNS says it expired.
     Discovered,
+    /// An IPFS daemon of the cluster: kept while pins are in flight, so it can fetch from us
+    /// even when we are behind NAT (we dial out).
+    Cluster,
 }
 
 /// Backoff bounds, in the libp2p builder shape.
@@ -85,6 +88,7 @@ struct PeerState {
     addrs: Vec<Multiaddr>,
     configured: bool,
     discovered: bool,
+    cluster: bool,
     connections: HashSet<ConnectionId>,
     /// The wait after the next failure.
     backoff: Duration,
@@ -123,14 +127,16 @@ impl Behaviour {
             addrs: Vec::new(),
             configured: false,
             discovered: false,
+            cluster: false,
             connections: HashSet::new(),
             backoff: initial,
             next_dial: Some(Instant::now()),
         });
-        let newly_kept = !st.configured && !st.discovered;
+        let newly_kept = !st.configured && !st.discovered && !st.cluster;
         match source {
             Source::Configured => st.configured = true,
             Source::Discovered => st.discovered = true,
+            Source::Cluster => st.cluster = true,
         }
         for a in addrs {
             if !st.addrs.contains(&a) && st.addrs.len() < MAX_ADDRS_PER_PEER {
@@ -157,8 +163,9 @@ impl Behaviour {
         match source {
             Source::Configured => st.configured = false,
             Source::Discovered => st.discovered = false,
+            Source::Cluster => st.cluster = false,
         }
-        if st.configured || st.discovered {
+        if st.configured || st.discovered || st.cluster {
             return;
         }
         if let Some(st) = self.peers.remove(peer) {
@@ -171,6 +178,15 @@ impl Behaviour {
             }
         }
         self.wake();
+    }
+
+    /// Peers kept for `Source::Cluster`.
+    pub fn cluster_peers(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, st)| st.cluster)
+            .map(|(p, _)| *p)
+            .collect()
     }
 
     /// Whether `peer` is being kept.
