@@ -459,7 +459,10 @@ pub const SEED_ENV: [(&str, &str, &str); 7] = [
 /// otherwise as any override.
 fn seed_value(key: &str, raw: &str) -> toml::Value {
     if key == "enabled" || key == "delete_after_pin" {
-        let b = matches!(raw.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        let b = matches!(
+            raw.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        );
         return toml::Value::Boolean(b);
     }
     if key == "api" || key == "address" || key == "captures_dir" {
@@ -489,6 +492,45 @@ mod tests {
         let from_serde: Config = toml::from_str("").unwrap();
         assert_eq!(c, from_serde);
         assert_eq!(c.import.to_options().unwrap(), ImportOptions::default());
+    }
+
+    #[test]
+    fn wanda_seed_environment_names_are_honoured_and_wanda_names_win() {
+        let env = |k: &str| {
+            match k {
+                "IPFS_ENABLED" => Some("True"),
+                "IPFS_CLUSTER_API" => Some("http://10.1.2.3:9094"),
+                "IPFS_DELETE_AFTER_PIN" => Some("False"),
+                "IPFS_REPLICATION_MIN" => Some("1"),
+                "IPFS_REPLICATION_MAX" => Some("2"),
+                "IPFS_API_ADDR" => Some("/ip4/127.0.0.1/tcp/5002"),
+                "WANDA_CAPTURES_DIR" => Some("/home/pi/wanda/captures"),
+                "WANDA_CLUSTER_REPLICATION_MAX" => Some("4"),
+                _ => None,
+            }
+            .map(str::to_string)
+        };
+        let c = Config::parse(DEFAULT_TOML, "test", env).unwrap();
+        assert!(c.pipeline.enabled);
+        assert!(!c.pipeline.delete_after_pin);
+        assert_eq!(c.cluster.api.as_deref(), Some("http://10.1.2.3:9094"));
+        assert_eq!(
+            (c.cluster.replication_min, c.cluster.replication_max),
+            (1, 4)
+        );
+        assert_eq!(c.api.address, "/ip4/127.0.0.1/tcp/5002");
+        assert_eq!(
+            c.pipeline.captures_dir(),
+            Some(std::path::PathBuf::from("/home/pi/wanda/captures"))
+        );
+        // Defaults: no cluster, no folder, delete after pin.
+        let d = Config::default();
+        assert!(d.cluster.api.is_none() && d.pipeline.captures_dir().is_none());
+        assert!(d.pipeline.delete_after_pin);
+        // A bad range is refused with the reason.
+        let env = |k: &str| (k == "IPFS_REPLICATION_MIN").then(|| "5".to_string());
+        let e = Config::parse(DEFAULT_TOML, "test", env).unwrap_err();
+        assert!(e.to_string().contains("replication"), "{e}");
     }
 
     #[test]

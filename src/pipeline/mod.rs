@@ -31,7 +31,6 @@ use crate::node::Node;
 use crate::session::{self, IpfsInfo, SessionRecord, SessionStore};
 use crate::unixfs::ImportOptions;
 
-
 /// `[pipeline]` in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

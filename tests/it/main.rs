@@ -5,11 +5,14 @@
 
 mod bitswap;
 mod cli;
+mod cluster;
+mod cluster_double;
 mod corpus;
 mod crash;
 mod interop;
 mod jsref;
 mod kubo;
 mod node;
+mod pipeline;
 mod serve;
 mod util;

@@ -45,7 +45,7 @@ fn wait_for<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>)
 }
 
 /// A `wanda-ipfs daemon` child process, read until `Daemon is ready`.
-struct WandaDaemon {
+pub(crate) struct WandaDaemon {
     child: Child,
     lines: Receiver<String>,
     stdout: Vec<String>,
@@ -53,7 +53,7 @@ struct WandaDaemon {
     repo: PathBuf,
     netns: Option<String>,
     /// `Swarm listening on` addresses, each ending in `/p2p/<id>`.
-    addrs: Vec<String>,
+    pub(crate) addrs: Vec<String>,
     /// From spawn to the first `Swarm listening on` line and to `Daemon is ready`.
     to_listening: Duration,
     to_ready: Duration,
@@ -61,7 +61,7 @@ struct WandaDaemon {
 
 impl WandaDaemon {
     /// Loopback only, no mDNS.
-    fn start(repo: &TestRepo) -> WandaDaemon {
+    pub(crate) fn start(repo: &TestRepo) -> WandaDaemon {
         WandaDaemon::start_with(
             &repo.repo_path(),
             None,
@@ -149,7 +149,7 @@ impl WandaDaemon {
         self.child.id()
     }
 
-    fn peer_id(&self) -> String {
+    pub(crate) fn peer_id(&self) -> String {
         let a = self.addrs.first().expect("a listen address");
         a.rsplit_once("/p2p/")
             .expect("ends in /p2p/ID")
@@ -157,7 +157,7 @@ impl WandaDaemon {
             .to_string()
     }
 
-    fn tcp_addr(&self) -> String {
+    pub(crate) fn tcp_addr(&self) -> String {
         self.addrs
             .iter()
             .find(|a| a.contains("/tcp/"))
@@ -174,7 +174,7 @@ impl WandaDaemon {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn cli_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(
             out.status.success(),
@@ -232,7 +232,7 @@ impl WandaDaemon {
     }
 
     /// SIGTERM, then wait (bounded) for the exit; returns the status and the rest of stdout.
-    fn terminate(mut self) -> (ExitStatus, String) {
+    pub(crate) fn terminate(mut self) -> (ExitStatus, String) {
         self.signal(libc::SIGTERM);
         let start = Instant::now();
         let status = loop {
@@ -254,7 +254,7 @@ impl WandaDaemon {
     }
 
     /// kill -9 and reap.
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
