@@ -145,6 +145,10 @@ pub struct DaemonArgs {
     /// pipeline.captures_dir, env WANDA_CAPTURES_DIR]
     #[arg(long, value_name = "DIR")]
     pub watch: Option<PathBuf>,
+    /// Create the repo first if there is none, with the embedded default configuration (like
+    /// `ipfs daemon --init`).
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Subcommand)]

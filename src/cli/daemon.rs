@@ -29,6 +29,10 @@ const FORCED_EXIT: i32 = 130;
 
 pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> Result<()> {
     fix_mmap_threshold();
+    if args.init && !repo_path.join(repo::CONFIG_FILE).exists() {
+        Repo::init(repo_path)?;
+        println!("initialized wanda-ipfs repo at {}", repo_path.display());
+    }
     let repo = match Repo::open(repo_path, config, super::env_var) {
         Ok(r) => r,
         Err(e @ repo::Error::Locked { .. }) => {
