@@ -393,12 +393,7 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
     for (name, section, key) in SEED_ENV {
         if let Some(raw) = env(name) {
             tracing::debug!(%name, "config overridden from the environment (WANDA seed name)");
-            table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .ok_or_else(|| Error::Invalid(format!("[{section}] is not a table")))?
-                .insert(key.to_string(), seed_value(key, &raw));
+            set_key(table, section, key, seed_value(key, &raw))?;
         }
     }
     let defaults: toml::Table = DEFAULT_TOML.parse().expect("embedded default parses");
@@ -433,13 +428,24 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
         let Some(raw) = env(&name) else { continue };
         let value = parse_env_value(&raw);
         tracing::debug!(%name, "config overridden from the environment");
-        table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .ok_or_else(|| Error::Invalid(format!("[{section}] is not a table")))?
-            .insert(key, value);
+        set_key(table, &section, &key, value)?;
     }
+    Ok(())
+}
+
+/// Sets `[section] key = value`, creating the section if the file has none.
+fn set_key(
+    table: &mut toml::Table,
+    section: &str,
+    key: &str,
+    value: toml::Value,
+) -> Result<(), Error> {
+    table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| Error::Invalid(format!("[{section}] is not a table")))?
+        .insert(key.to_string(), value);
     Ok(())
 }
 

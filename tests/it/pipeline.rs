@@ -17,7 +17,7 @@ use wanda_ipfs::capture::TestSource;
 use wanda_ipfs::unixfs::file::import_bytes;
 use wanda_ipfs::unixfs::ImportOptions;
 
-use crate::cluster_double::ClusterDouble;
+use crate::cluster_double::{ClusterDouble, Fault};
 use crate::kubo::{kubo_or_skip, KuboPeer};
 use crate::node::WandaDaemon;
 use crate::util::{TestRepo, WandaCmd};
@@ -304,6 +304,69 @@ fn pipeline_not_enough_cluster_peers_fails_clearly_and_keeps_the_still() {
         assert!(
             dir.join(format!("image_{n:04}.jpg")).exists(),
             "a failed still is kept"
+        );
+    }
+}
+
+#[test]
+fn pipeline_cluster_down_then_garbage_and_500s_then_back_loses_nothing() {
+    let Some(peers) = kubos(2) else { return };
+    let mut double = ClusterDouble::start(peers);
+    let repo = TestRepo::init();
+    let captures = repo.path().join("captures");
+    configure(&repo, &captures, &double.url(), 1, 2);
+    let _daemon = WandaDaemon::start(&repo);
+    double.go_down();
+    let session = "cluster outage";
+    assert!(capture(&captures, session, 5, "0")
+        .wait()
+        .unwrap()
+        .success());
+    let dir = captures.join(session);
+    // Imported and kept, with the reason they wait, while the cluster is unreachable.
+    let meta = wait_metadata(
+        &dir,
+        "stills imported and waiting",
+        Duration::from_secs(60),
+        |m| {
+            let imgs = images(m);
+            imgs.len() == 5 && imgs.iter().any(|i| i["error"].is_string())
+        },
+    );
+    for img in images(&meta) {
+        assert_eq!(img["state"], "imported", "{img}");
+        assert_eq!(img["local"], true);
+    }
+    // Back, but answering a captive portal's page, then 500s, before it behaves.
+    double.fail_next(2, Fault::Garbage);
+    double.fail_next(2, Fault::Status(500, "dial backoff".into()));
+    double.come_up();
+    let meta = wait_metadata(
+        &dir,
+        "all pinned once the cluster is back",
+        Duration::from_secs(120),
+        |m| {
+            let imgs = images(m);
+            imgs.len() == 5
+                && imgs
+                    .iter()
+                    .all(|i| i["pinned"] == true && i["local"] == false)
+        },
+    );
+    for img in images(&meta) {
+        assert!(
+            img.get("error").is_none(),
+            "a recovered image keeps no error: {img}"
+        );
+        assert!(img["replicas"].as_u64().unwrap() >= 1);
+    }
+    let posts = double.pin_posts();
+    // A POST answered with garbage or a 500 is asked again; the double counts those too.
+    for n in 1..=5 {
+        let c = posts.get(&expected_cid(n)).copied().unwrap_or(0);
+        assert!(
+            (1..=3).contains(&c),
+            "still {n} was POSTed {c} times: {posts:?}"
         );
     }
 }
