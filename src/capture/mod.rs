@@ -4,9 +4,11 @@
 //! A [`Source`] takes one still into a given path; [`run_session`] schedules stills (`rapid`:
 //! one every N seconds; `timed`: N stills spread over H hours), names them as WANDA does,
 //! and makes each appear atomically (written under a dot-name, then renamed), so the
-//! pipeline's folder watcher never sees half a still. Sources: [`TestSource`] (deterministic
-//! JPEG-shaped bytes, for tests and demos, no hardware).
+//! pipeline's folder watcher never sees half a still. Sources: [`RpicamSource`] (Pi cameras
+//! through `rpicam-still`), [`TestSource`] (deterministic JPEG-shaped bytes, for tests and
+//! demos, no hardware).
 
+mod rpicam;
 mod test_source;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::session::{check_session_name, image_file_name, image_number};
 
+pub use rpicam::{RpicamOptions, RpicamSource};
 pub use test_source::TestSource;
 
 /// Takes one still into `path` (which does not exist yet).

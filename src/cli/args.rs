@@ -102,7 +102,8 @@ pub struct CaptureArgs {
     /// Hours a timed session spans.
     #[arg(long, default_value_t = 1.0)]
     pub hours: f64,
-    /// Where stills come from. `test`: deterministic JPEG-shaped bytes, no hardware.
+    /// Where stills come from. `rpicam`: a Pi camera through rpicam-still (or libcamera-still);
+    /// `test`: deterministic JPEG-shaped bytes, no hardware.
     #[arg(long, value_enum, default_value = "test")]
     pub source: CaptureSource,
     /// Bytes per still of the test source.
@@ -114,6 +115,22 @@ pub struct CaptureArgs {
     /// The captures folder [default: config pipeline.captures_dir, env WANDA_CAPTURES_DIR]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// rpicam: image width in pixels (HQ camera: up to 4056).
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// rpicam: image height in pixels (HQ camera: up to 3040).
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// rpicam: exposure in microseconds.
+    #[arg(long, value_name = "US")]
+    pub shutter: Option<u64>,
+    /// rpicam: analogue gain.
+    #[arg(long)]
+    pub gain: Option<f64>,
+    /// rpicam: one more argument for rpicam-still, as given; repeat (e.g. --camera-arg=--awb
+    /// --camera-arg=daylight).
+    #[arg(long = "camera-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub camera_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -124,6 +141,7 @@ pub enum CaptureMode {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CaptureSource {
+    Rpicam,
     Test,
 }
 

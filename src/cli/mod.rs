@@ -532,8 +532,17 @@ fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Res
             over: secs("--hours", a.hours * 3600.0)?,
         },
     };
-    let mut source = match a.source {
-        args::CaptureSource::Test => TestSource::new(a.size, a.seed),
+    let mut source: Box<dyn crate::capture::Source> = match a.source {
+        args::CaptureSource::Test => Box::new(TestSource::new(a.size, a.seed)),
+        args::CaptureSource::Rpicam => Box::new(crate::capture::RpicamSource::new(
+            &crate::capture::RpicamOptions {
+                width: a.width,
+                height: a.height,
+                shutter_us: a.shutter,
+                gain: a.gain,
+                extra: a.camera_args.clone(),
+            },
+        )?),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
@@ -541,7 +550,7 @@ fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Res
         // Ctrl-C ends the session between stills; the stills taken stay.
         let _ = ctrlc_flag(stop);
     }
-    let r = run_session(&mut source, &dir, &a.session, mode, &|| {
+    let r = run_session(source.as_mut(), &dir, &a.session, mode, &|| {
         stop.load(std::sync::atomic::Ordering::Relaxed)
     })?;
     println!(
