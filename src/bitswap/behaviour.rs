@@ -1075,12 +1075,7 @@ mod tests {
     #[tokio::test]
     async fn dont_have_is_answered_on_a_raw_stream_and_more_streams_are_read() {
         let (_a_dir, a_store, root, _) = server_with_dag(&bytes(20 * 1024, 3));
-        let mut a = swarm(a_store, Config::default());
-        let mut r = Swarm::new_ephemeral_tokio(|_| raw::Raw::default());
-        a.listen().with_memory_addr_external().await;
-        r.connect(&mut a).await;
-        let a_id = *a.local_peer_id();
-        tokio::spawn(a.loop_on_next());
+        let (mut r, a_id) = raw_peer_of(a_store).await;
 
         let missing = Block::new(cid::Version::V1, crate::block::RAW, b"absent".to_vec()).cid;
         r.behaviour_mut()
@@ -1110,12 +1105,7 @@ mod tests {
         let large = Block::new(cid::Version::V1, crate::block::RAW, bytes(1025, 6));
         a_store.put_block(&small).unwrap();
         a_store.put_block(&large).unwrap();
-        let mut a = swarm(a_store, Config::default());
-        let mut r = Swarm::new_ephemeral_tokio(|_| raw::Raw::default());
-        a.listen().with_memory_addr_external().await;
-        r.connect(&mut a).await;
-        let a_id = *a.local_peer_id();
-        tokio::spawn(a.loop_on_next());
+        let (mut r, a_id) = raw_peer_of(a_store).await;
 
         r.behaviour_mut().send(
             a_id,
@@ -1139,6 +1129,17 @@ mod tests {
                 kind: PresenceType::Have
             }]
         );
+    }
+
+    /// A server over `store`, running on its own task, and a raw peer connected to it.
+    async fn raw_peer_of(store: FsBlockstore) -> (Swarm<raw::Raw>, PeerId) {
+        let mut a = swarm(store, Config::default());
+        let mut r = Swarm::new_ephemeral_tokio(|_| raw::Raw::default());
+        a.listen().with_memory_addr_external().await;
+        r.connect(&mut a).await;
+        let a_id = *a.local_peer_id();
+        tokio::spawn(a.loop_on_next());
+        (r, a_id)
     }
 
     /// A frame holding one message that wants `wants`.

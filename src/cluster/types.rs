@@ -97,16 +97,21 @@ impl GlobalPinInfo {
     /// and addresses of peers whose IPFS id is unknown are left out; duplicates once.
     pub fn ipfs_addresses(&self) -> Vec<Multiaddr> {
         let mut out = Vec::new();
-        for p in self.peer_map.values() {
-            if p.status != TrackerStatus::Remote {
-                for a in p.ipfs_addresses() {
-                    if !out.contains(&a) {
-                        out.push(a);
-                    }
+        for p in self.allocated() {
+            for a in p.ipfs_addresses() {
+                if !out.contains(&a) {
+                    out.push(a);
                 }
             }
         }
         out
+    }
+
+    /// The peers the pin is allocated to: every peer not marked `remote`.
+    pub fn allocated(&self) -> impl Iterator<Item = &PinInfo> {
+        self.peer_map
+            .values()
+            .filter(|p| p.status != TrackerStatus::Remote)
     }
 }
 

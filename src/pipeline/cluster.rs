@@ -254,12 +254,7 @@ fn needed(cfg: &ClusterConfig, status: &cluster::GlobalPinInfo) -> usize {
     if cfg.replication_min > 0 {
         return cfg.replication_min as usize;
     }
-    status
-        .peer_map
-        .values()
-        .filter(|p| p.status != cluster::types::TrackerStatus::Remote)
-        .count()
-        .max(1)
+    status.allocated().count().max(1)
 }
 
 async fn poll_pinning(

@@ -128,6 +128,15 @@ fn wait_metadata(
     panic!("{what}: not after {deadline:?}; last metadata:\n{last:#}");
 }
 
+/// `n` images, every one pinned by the cluster and gone from the node.
+fn all_pinned_and_freed(meta: &Value, n: usize) -> bool {
+    let imgs = images(meta);
+    imgs.len() == n
+        && imgs
+            .iter()
+            .all(|i| i["pinned"] == true && i["local"] == false)
+}
+
 fn count_state(meta: &Value, state: &str) -> usize {
     images(meta).iter().filter(|i| i["state"] == state).count()
 }
@@ -174,13 +183,7 @@ fn pipeline_session_is_pinned_by_the_cluster_over_the_swarm_then_freed_even_acro
         &dir,
         "all 20 stills pinned and freed",
         PIPELINE_DEADLINE,
-        |m| {
-            let imgs = images(m);
-            imgs.len() == 20
-                && imgs
-                    .iter()
-                    .all(|i| i["pinned"] == true && i["local"] == false)
-        },
+        |m| all_pinned_and_freed(m, 20),
     );
 
     // WANDA's keys, top level and per image, are intact; ours are right.
@@ -345,13 +348,7 @@ fn pipeline_cluster_down_then_garbage_and_500s_then_back_loses_nothing() {
         &dir,
         "all pinned once the cluster is back",
         Duration::from_secs(120),
-        |m| {
-            let imgs = images(m);
-            imgs.len() == 5
-                && imgs
-                    .iter()
-                    .all(|i| i["pinned"] == true && i["local"] == false)
-        },
+        |m| all_pinned_and_freed(m, 5),
     );
     for img in images(&meta) {
         assert!(
