@@ -14,6 +14,28 @@ use cid::Cid;
 use crate::block::Block;
 use crate::unixfs::pb::{put_varint, varint_len};
 
+/// Writes the DAG under `root` as a CARv1, blocks in depth-first pre-order (each once), as
+/// `ipfs dag export` orders them. Every block must be in `store`.
+pub fn export_dag<W: Write>(
+    store: &impl crate::blockstore::BlockSource,
+    root: &Cid,
+    out: W,
+) -> anyhow::Result<W> {
+    let mut car = CarWriter::new(out, &[*root])?;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![*root];
+    while let Some(cid) = stack.pop() {
+        if !seen.insert(cid) {
+            continue;
+        }
+        let data = store.get(&cid)?;
+        car.write(&cid, &data)?;
+        let links = crate::unixfs::pb::links(&cid, &data)?;
+        stack.extend(links.into_iter().rev());
+    }
+    Ok(car.finish()?)
+}
+
 /// Largest header we accept. Kubo's headers are a few dozen bytes.
 pub const MAX_HEADER_LEN: u64 = 1024 * 1024;
 /// Largest section (CID + block) we accept: bitswap's 2 MiB block limit

@@ -447,7 +447,7 @@ fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
                 None => Box::new(std::io::stdout().lock()),
             };
             let out = std::io::BufWriter::with_capacity(1 << 20, out);
-            export_car(&repo.store, &root, out)?;
+            crate::car::export_dag(&repo.store, &root, out)?;
         }
         DagCmd::Import { files, pin_roots } => {
             for f in files {
@@ -479,25 +479,6 @@ fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-/// Writes the DAG under `root` as a CARv1, blocks in depth-first pre-order
-/// (each once), as `ipfs dag export` orders them.
-pub fn export_car(store: &impl BlockSource, root: &Cid, out: impl Write) -> Result<()> {
-    let mut car = crate::car::CarWriter::new(out, &[*root])?;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![*root];
-    while let Some(cid) = stack.pop() {
-        if !seen.insert(cid) {
-            continue;
-        }
-        let data = store.get(&cid)?;
-        car.write(&cid, &data)?;
-        let links = crate::unixfs::pb::links(&cid, &data)?;
-        stack.extend(links.into_iter().rev());
-    }
-    car.finish()?;
     Ok(())
 }
 

@@ -62,6 +62,11 @@ pub struct ClusterConfig {
     /// anyone on the path can impersonate the cluster. Default false.
     #[serde(default)]
     pub tls_insecure: bool,
+    /// Seconds a pin may wait for its replicas over the swarm before the pipeline uploads the
+    /// image's DAG as a CAR to `POST /add` instead (for a node the cluster's IPFS daemons cannot
+    /// reach at all), and again after as long if that was not enough. 0: never. Default 600.
+    #[serde(default = "default_car_fallback_secs")]
+    pub car_fallback_secs: u64,
 }
 
 fn default_replication_min() -> i32 {
@@ -72,6 +77,9 @@ fn default_replication_max() -> i32 {
 }
 fn default_timeout_secs() -> u64 {
     30
+}
+fn default_car_fallback_secs() -> u64 {
+    600
 }
 
 impl Default for ClusterConfig {
@@ -85,6 +93,7 @@ impl Default for ClusterConfig {
             replication_max: default_replication_max(),
             timeout_secs: default_timeout_secs(),
             tls_insecure: false,
+            car_fallback_secs: default_car_fallback_secs(),
         }
     }
 }
@@ -102,6 +111,7 @@ impl fmt::Debug for ClusterConfig {
             .field("replication_max", &self.replication_max)
             .field("timeout_secs", &self.timeout_secs)
             .field("tls_insecure", &self.tls_insecure)
+            .field("car_fallback_secs", &self.car_fallback_secs)
             .finish()
     }
 }
@@ -143,6 +153,11 @@ impl ClusterConfig {
             return Err(ConfigError::Timeout(self.timeout_secs));
         }
         Ok(())
+    }
+
+    /// How long a pin waits on the swarm before its DAG is uploaded; `None`: never.
+    pub fn car_fallback(&self) -> Option<Duration> {
+        (self.car_fallback_secs > 0).then(|| Duration::from_secs(self.car_fallback_secs))
     }
 
     /// The per-request timeout.

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::Shared;
 use crate::blockstore;
 use crate::cluster::{self, Backoff, ClusterClient, ClusterConfig, PinOptions};
-use crate::session::OutboxEntry;
+use crate::session::{self, OutboxEntry};
 
 /// Images handed to the cluster, polled or freed per pass.
 const PER_PASS: usize = 64;
@@ -264,7 +264,7 @@ async fn poll_pinning(
     addrs: &mut Vec<Multiaddr>,
 ) -> Result<(), Stop> {
     let list = blocking(shared, |s| Ok(s.sessions.pinning(PER_PASS)?)).await?;
-    for (session, number, _since) in list {
+    for (session, number, since) in list {
         let Some(rec) = blocking(shared, {
             let s2 = session.clone();
             move |s| Ok(s.sessions.image(&s2, number)?)
@@ -306,15 +306,73 @@ async fn poll_pinning(
             .await?;
             tracing::info!(%session, number, %cid, replicas, "pinned by the cluster");
             shared.mark_dirty(&session);
-        } else if replicas != rec.replicas {
-            let s2 = session.clone();
-            blocking(shared, move |s| {
-                Ok(s.sessions.set_replicas(&s2, number, replicas)?)
-            })
-            .await?;
-            shared.mark_dirty(&session);
+        } else {
+            if replicas != rec.replicas {
+                let s2 = session.clone();
+                blocking(shared, move |s| {
+                    Ok(s.sessions.set_replicas(&s2, number, replicas)?)
+                })
+                .await?;
+                shared.mark_dirty(&session);
+            }
+            let waited = session::unix_now().saturating_sub(since);
+            if rec.local && cfg.car_fallback().is_some_and(|d| waited >= d.as_secs()) {
+                upload_car(shared, client, cfg, &cid, &session, number).await?;
+            }
         }
     }
+    Ok(())
+}
+
+/// The swarm has not delivered an image for `car_fallback_secs` (the cluster's IPFS daemons
+/// cannot reach this node, or cannot fetch from it): uploads its DAG over HTTP as a CAR to
+/// `POST /add`, which pins the same CID, then waits as long again before another try.
+async fn upload_car(
+    shared: &Arc<Shared>,
+    client: &ClusterClient,
+    cfg: &ClusterConfig,
+    cid: &Cid,
+    session: &str,
+    number: u32,
+) -> Result<(), Stop> {
+    let path = shared.uploads.join(format!("{cid}.car"));
+    let (p2, c2) = (path.clone(), *cid);
+    blocking(shared, move |s| {
+        std::fs::create_dir_all(&s.uploads)
+            .with_context(|| format!("creating {}", s.uploads.display()))?;
+        let file =
+            std::fs::File::create(&p2).with_context(|| format!("creating {}", p2.display()))?;
+        crate::car::export_dag(&s.blocks, &c2, std::io::BufWriter::new(file))
+            .with_context(|| format!("exporting {c2} for upload"))?;
+        Ok(())
+    })
+    .await?;
+    tracing::warn!(%session, number, %cid, "replicas are late over the swarm; uploading the blocks as a CAR");
+    let opts = PinOptions::from_config(cfg)
+        .with_name(format!("{session}/{}", session::image_file_name(number)))
+        .with_meta("session", session.to_string())
+        .with_meta("number", number.to_string());
+    let result = client.add_car(path.clone(), &opts).await;
+    let p2 = path.clone();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(p2)).await;
+    let note = match result {
+        Ok(out) if out.last().is_some_and(|o| o.cid == *cid) => None,
+        Ok(out) => Some(format!(
+            "the cluster added the CAR as {}, not {cid}",
+            out.last()
+                .map_or("nothing".to_string(), |o| o.cid.to_string())
+        )),
+        Err(e) if e.is_transient() => return Err(Stop::Transient(e.to_string())),
+        Err(e) => Some(format!("CAR upload refused: {e}")),
+    };
+    let s2 = session.to_string();
+    blocking(shared, move |s| {
+        if let Some(m) = &note {
+            s.sessions.note_error(&s2, number, m)?;
+        }
+        Ok(s.sessions.restart_pinning(&s2, number)?)
+    })
+    .await?;
     Ok(())
 }
 

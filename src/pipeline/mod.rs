@@ -31,6 +31,9 @@ use crate::node::Node;
 use crate::session::{self, IpfsInfo, SessionRecord, SessionStore};
 use crate::unixfs::ImportOptions;
 
+/// Folder of the repo that holds CARs being uploaded.
+const UPLOADS_DIR: &str = "uploads";
+
 /// `[pipeline]` in the config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +104,9 @@ pub(crate) struct Shared {
     dirty: Mutex<BTreeSet<String>>,
     /// Wakes the cluster task when the outbox grows.
     pub(crate) outbox_grew: Notify,
+    /// Where CARs for `POST /add` are written (`<repo>/uploads`): on the card, not in a
+    /// RAM-backed /tmp.
+    uploads: PathBuf,
 }
 
 impl Shared {
@@ -139,7 +145,15 @@ impl Pipeline {
         cluster: Option<(ClusterClient, ClusterConfig)>,
         stop: watch::Receiver<bool>,
     ) -> Pipeline {
+        let uploads = sessions
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(UPLOADS_DIR);
+        // Left by a crash mid-upload; each is made again when needed.
+        let _ = std::fs::remove_dir_all(&uploads);
         let shared = Arc::new(Shared {
+            uploads,
             blocks: node.store().clone(),
             node,
             sessions,

@@ -109,6 +109,13 @@ pub fn now_rfc3339() -> String {
     rfc3339(std::time::SystemTime::now())
 }
 
+/// Seconds since the Unix epoch (0 on a clock before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `t` as RFC 3339 UTC, to the second.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let t = time::OffsetDateTime::from(t)

@@ -393,11 +393,8 @@ impl SessionStore {
             let mut pinning = wtx.open_table(PINNING).map_err(|e| err.wrap(e))?;
             match moves.pinning {
                 Some(true) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
                     pinning
-                        .insert((session, number), now)
+                        .insert((session, number), super::unix_now())
                         .map_err(|e| err.wrap(e))?;
                 }
                 Some(false) => {
@@ -483,6 +480,20 @@ impl SessionStore {
         replicas: u32,
     ) -> Result<ImageRecord, Error> {
         self.update(session, number, Moves::default(), |r| r.replicas = replicas)
+    }
+
+    /// Restarts an image's wait in `pinning` from now (after a CAR upload).
+    pub fn restart_pinning(&self, session: &str, number: u32) -> Result<(), Error> {
+        let wtx = self.begin_write()?;
+        {
+            let err = Ctx::new("restart pinning", &self.path);
+            let mut t = wtx.open_table(PINNING).map_err(|e| err.wrap(e))?;
+            if t.get((session, number)).map_err(|e| err.wrap(e))?.is_some() {
+                t.insert((session, number), super::unix_now())
+                    .map_err(|e| err.wrap(e))?;
+            }
+        }
+        self.commit(wtx)
     }
 
     /// Images the cluster accepted, with the unix second it did, oldest first.

@@ -88,6 +88,9 @@ pub(crate) struct DoubleOptions {
     pub(crate) pin_timeout: Duration,
     /// Serve HTTPS with a fresh self-signed certificate for 127.0.0.1.
     pub(crate) tls: bool,
+    /// The cluster's IPFS daemons and wanda-ipfs cannot reach each other over the swarm (a
+    /// firewall between them): no IPFS addresses are published and origins are not dialed.
+    pub(crate) swarm_unreachable: bool,
 }
 
 impl Default for DoubleOptions {
@@ -95,6 +98,7 @@ impl Default for DoubleOptions {
         DoubleOptions {
             pin_timeout: Duration::from_secs(120),
             tls: false,
+            swarm_unreachable: false,
         }
     }
 }
@@ -179,7 +183,10 @@ struct Shared {
     log: Mutex<VecDeque<String>>,
     /// `POST /pins/<cid>` requests by CID, all of them (the log keeps only the last ones).
     pin_posts: Mutex<BTreeMap<String, usize>>,
+    /// `POST /add` requests, all of them.
+    add_posts: std::sync::atomic::AtomicUsize,
     pin_timeout: Duration,
+    swarm_unreachable: bool,
     work: tempfile::TempDir,
 }
 
@@ -211,7 +218,11 @@ impl ClusterDouble {
                     cluster_id,
                     name: format!("double-peer-{i}"),
                     ipfs_id: k.id().to_string(),
-                    ipfs_addrs: k.addrs().to_vec(),
+                    ipfs_addrs: if opts.swarm_unreachable {
+                        Vec::new()
+                    } else {
+                        k.addrs().to_vec()
+                    },
                     kubo_pid: k.pid(),
                     kubo: Mutex::new(k),
                     jobs: tx,
@@ -222,7 +233,10 @@ impl ClusterDouble {
         // A real cluster's IPFS daemons are peered with each other (its docs ask for it), so a
         // replica that starts late fetches from the replicas already made, not only from the
         // pin's origin.
-        let addrs: Vec<Vec<String>> = peers.iter().map(|p| p.ipfs_addrs.clone()).collect();
+        let addrs: Vec<Vec<String>> = peers
+            .iter()
+            .map(|p| lock(&p.kubo).addrs().to_vec())
+            .collect();
         for (i, p) in peers.iter().enumerate() {
             for (j, a) in addrs.iter().enumerate() {
                 if let (true, Some(a)) = (i != j, a.iter().find(|a| a.contains("/tcp/"))) {
@@ -243,6 +257,8 @@ impl ClusterDouble {
             log: Mutex::new(VecDeque::new()),
             pin_posts: Mutex::new(BTreeMap::new()),
             pin_timeout: opts.pin_timeout,
+            swarm_unreachable: opts.swarm_unreachable,
+            add_posts: std::sync::atomic::AtomicUsize::new(0),
             work: crate::util::tempdir("cluster-double"),
         });
         let workers = receivers
@@ -381,6 +397,10 @@ impl ClusterDouble {
     }
 
     /// `METHOD path?query` of the requests seen, oldest first (the last 256).
+    pub(crate) fn add_posts(&self) -> usize {
+        self.shared.add_posts.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn requests(&self) -> Vec<String> {
         lock(&self.shared.log).iter().cloned().collect()
     }
@@ -464,7 +484,8 @@ fn worker(s: Arc<Shared>, i: usize, rx: Receiver<Job>) {
                     continue;
                 }
                 let mut k = lock(&peer.kubo);
-                for o in origins.iter().take(MAX_ORIGINS) {
+                let reach = if s.swarm_unreachable { 0 } else { MAX_ORIGINS };
+                for o in origins.iter().take(reach) {
                     // As the cluster: in the background, ignoring failures.
                     if let Err(e) = k.connect(o, CONNECT_TIMEOUT) {
                         eprintln!("cluster double: peer {i}: connect {o}: {e}");
@@ -754,6 +775,8 @@ async fn front(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respon
         if req.method() == axum::http::Method::POST {
             if let Some(cid) = req.uri().path().strip_prefix("/pins/") {
                 *lock(&s.pin_posts).entry(cid.to_string()).or_default() += 1;
+            } else if req.uri().path() == "/add" {
+                s.add_posts.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

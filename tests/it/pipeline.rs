@@ -17,7 +17,7 @@ use wanda_ipfs::capture::TestSource;
 use wanda_ipfs::unixfs::file::import_bytes;
 use wanda_ipfs::unixfs::ImportOptions;
 
-use crate::cluster_double::{ClusterDouble, Fault};
+use crate::cluster_double::{ClusterDouble, DoubleOptions, Fault};
 use crate::kubo::{kubo_or_skip, KuboPeer};
 use crate::node::WandaDaemon;
 use crate::util::{TestRepo, WandaCmd};
@@ -61,6 +61,29 @@ fn configure(repo: &TestRepo, captures: &Path, cluster: &str, min: i32, max: i32
         out.contains(&format!("api = {cluster:?}")),
         "config has a [cluster] api line"
     );
+    std::fs::write(&path, out).unwrap();
+}
+
+/// Sets `key = value` in `section` of the repo's config (the key must be there already).
+fn set_key(repo: &TestRepo, section: &str, key: &str, value: &str) {
+    let path = repo.repo_path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut current = String::new();
+    let mut found = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            current = line.to_string();
+        }
+        if current == section && line.split('=').next().unwrap_or("").trim() == key {
+            out.push_str(&format!("{key} = {value}\n"));
+            found = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(found, "{section} {key} is in the default config");
     std::fs::write(&path, out).unwrap();
 }
 
@@ -364,6 +387,60 @@ fn pipeline_cluster_down_then_garbage_and_500s_then_back_loses_nothing() {
         assert!(
             (1..=3).contains(&c),
             "still {n} was POSTed {c} times: {posts:?}"
+        );
+    }
+}
+
+/// A firewall both ways: the cluster publishes no IPFS addresses and its IPFS daemons cannot dial
+/// the daemon's origins, so nothing arrives over the swarm. After `car_fallback_secs` the daemon
+/// uploads each still's DAG as a CAR to the double's `POST /add` (which hands the file to each
+/// allocated real Kubo), and the stills are pinned and freed all the same.
+#[test]
+fn pipeline_uploads_a_car_when_the_swarm_cannot_deliver() {
+    let Some(peers) = kubos(2) else { return };
+    let double = ClusterDouble::start_with(
+        peers,
+        DoubleOptions {
+            // The swarm pins give up soon; the cluster's default is 2 minutes.
+            pin_timeout: Duration::from_secs(8),
+            swarm_unreachable: true,
+            ..DoubleOptions::default()
+        },
+    );
+    let repo = TestRepo::init();
+    let captures = repo.path().join("captures");
+    configure(&repo, &captures, &double.url(), 2, 2);
+    set_key(&repo, "[cluster]", "car_fallback_secs", "2");
+    let daemon = WandaDaemon::start(&repo);
+    let session = "behind a firewall";
+    assert!(capture(&captures, session, 2, "0")
+        .wait()
+        .unwrap()
+        .success());
+    let dir = captures.join(session);
+    let meta = wait_metadata(
+        &dir,
+        "pinned through CAR uploads",
+        Duration::from_secs(120),
+        |m| all_pinned_and_freed(m, 2),
+    );
+    for img in images(&meta) {
+        assert_eq!(img["replicas"], 2, "{img}");
+    }
+    let adds = double.add_posts();
+    assert!((2..=4).contains(&adds), "a CAR upload per still: {adds}");
+    let me = daemon.peer_id();
+    for i in 0..2 {
+        let (pins, peers) = double.with_kubo(i, |k| (k.pins().unwrap(), k.peers().unwrap()));
+        for n in 1..=2 {
+            assert!(
+                pins.to_string().contains(&expected_cid(n)),
+                "Kubo {i} holds still {n}"
+            );
+        }
+        assert!(
+            !peers.iter().any(|p| p.contains(&me)),
+            "Kubo {i} reached the daemon over the swarm after all: {peers:?}"
         );
     }
 }
