@@ -5,11 +5,13 @@
 //! one every N seconds; `timed`: N stills spread over H hours), names them as WANDA does,
 //! and makes each appear atomically (written under a dot-name, then renamed), so the
 //! pipeline's folder watcher never sees half a still. Sources: [`RpicamSource`] (Pi cameras
-//! through `rpicam-still`), [`TestSource`] (deterministic JPEG-shaped bytes, for tests and
+//! through `rpicam-still`), [`V4l2Source`] (USB webcams through the kernel's V4L2 API, MJPEG
+//! frames kept as JPEG stills), [`TestSource`] (deterministic JPEG-shaped bytes, for tests and
 //! demos, no hardware).
 
 mod rpicam;
 mod test_source;
+mod v4l2;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ use crate::session::{check_session_name, image_file_name, image_number};
 
 pub use rpicam::{RpicamOptions, RpicamSource};
 pub use test_source::TestSource;
+pub use v4l2::{V4l2Options, V4l2Source};
 
 /// Takes one still into `path` (which does not exist yet).
 pub trait Source {
@@ -135,13 +138,26 @@ pub fn run_session(
     })
 }
 
-/// One past the highest still number in `dir` (1 in an empty one).
+/// One past the highest still number in `dir` or in its `session_metadata.json` (1 in an
+/// empty one): stills freed after pinning are gone from the folder but not from the session.
 fn next_number(dir: &Path) -> Result<u32> {
     let mut max = 0;
     for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let e = e?;
         if let Some(n) = e.file_name().to_str().and_then(image_number) {
             max = max.max(n);
+        }
+    }
+    if let Ok(bytes) = std::fs::read(dir.join(crate::session::METADATA_FILE)) {
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not JSON: cannot tell which still numbers the session used",
+                dir.join(crate::session::METADATA_FILE).display()
+            )
+        })?;
+        let listed = doc["images"].as_array().into_iter().flatten();
+        for n in listed.filter_map(|i| i["number"].as_u64()) {
+            max = max.max(u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
     max.checked_add(1)
@@ -200,6 +216,23 @@ mod tests {
         assert_eq!(&a[..2], &[0xFF, 0xD8]);
         assert_eq!(&a[a.len() - 2..], &[0xFF, 0xD9]);
         assert_ne!(a, std::fs::read(r.dir.join("image_0002.jpg")).unwrap());
+    }
+
+    #[test]
+    fn numbering_goes_on_after_stills_freed_from_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("s");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(crate::session::METADATA_FILE),
+            r#"{"images": [{"number": 1}, {"number": 7, "local": false}, "junk"]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("image_0003.jpg"), b"x").unwrap();
+        assert_eq!(next_number(&dir).unwrap(), 8);
+        std::fs::write(dir.join(crate::session::METADATA_FILE), b"not json").unwrap();
+        let e = next_number(&dir).unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::sync::watch;
 
-use super::Shared;
+use super::{rounds, Shared};
 use crate::blockstore;
 use crate::cluster::{self, Backoff, ClusterClient, ClusterConfig, PinOptions};
 use crate::session::{self, OutboxEntry};
@@ -29,7 +29,7 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why a pass stopped early.
-enum Stop {
+pub(super) enum Stop {
     /// The cluster is unreachable or erring: wait and retry.
     Transient(String),
     /// Local trouble (the store): log and retry later.
@@ -55,7 +55,15 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let Some((client, cfg)) = shared.cluster.clone() else {
         return;
     };
-    tracing::info!(api = %client.endpoint(), "pinning through IPFS Cluster");
+    tracing::info!(api = %client.endpoint(), policy = ?shared.cfg.pin_policy, "pinning through IPFS Cluster");
+    if !shared.per_image() {
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || rounds::recover(&s)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("pipeline: finding sessions to pin: {e:#}"),
+            Err(e) => tracing::error!("pipeline: finding sessions to pin: {e}"),
+        }
+    }
     let mut st = State {
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_MAX),
         peers_at: None,
@@ -105,7 +113,7 @@ async fn pass(
 ) -> Result<bool, Stop> {
     let (outbox, pinning, _) = blocking(shared, |s| Ok(s.sessions.backlog()?)).await?;
     let in_flight = outbox + pinning > 0;
-    if in_flight {
+    if in_flight || !shared.per_image() {
         refresh_peers(shared, client, st).await;
     }
     let mut status_addrs: Vec<Multiaddr> = Vec::new();
@@ -115,10 +123,15 @@ async fn pass(
     if pinning > 0 {
         poll_pinning(shared, client, cfg, &mut status_addrs).await?;
     }
+    let mut rounds_busy = false;
+    if !shared.per_image() {
+        let origins = origins(shared).await;
+        rounds_busy = rounds::pass(shared, client, cfg, &origins, &mut status_addrs).await?;
+    }
     free_confirmed(shared).await?;
 
     let (outbox, pinning, _) = blocking(shared, |s| Ok(s.sessions.backlog()?)).await?;
-    let busy = outbox + pinning > 0;
+    let busy = outbox + pinning > 0 || rounds_busy;
     let mut want: Vec<Multiaddr> = Vec::new();
     if busy {
         for a in st.cluster_addrs.iter().chain(&status_addrs) {
@@ -250,7 +263,7 @@ async fn fail(shared: &Arc<Shared>, entry: &OutboxEntry, msg: &str) -> Result<()
 
 /// Replicas needed: `replication_min`, or with -1/0 (every peer / the cluster's default) every
 /// peer the cluster allocated.
-fn needed(cfg: &ClusterConfig, status: &cluster::GlobalPinInfo) -> usize {
+pub(super) fn needed(cfg: &ClusterConfig, status: &cluster::GlobalPinInfo) -> usize {
     if cfg.replication_min > 0 {
         return cfg.replication_min as usize;
     }
@@ -426,7 +439,7 @@ fn free_one(shared: &Shared, session: &str, number: u32) -> Result<()> {
 }
 
 /// Runs store work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     shared: &Arc<Shared>,
     f: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
 ) -> Result<T, Stop> {

@@ -79,13 +79,14 @@ pub(crate) fn import_image(shared: &Shared, session: &SessionRecord, r: &Ready) 
         file: file_name,
         cid: node.cid.to_string(),
         size: node.file_size,
+        dag_size: Some(node.tsize),
         captured_at: session::rfc3339(r.modified),
         state: ImageState::Imported,
         replicas: 0,
         local: true,
         error: None,
     };
-    let enqueue = shared.cluster.is_some();
+    let enqueue = shared.cluster.is_some() && shared.per_image();
     let new = shared
         .sessions
         .record_import(&session.name, &rec, enqueue)
@@ -97,6 +98,8 @@ pub(crate) fn import_image(shared: &Shared, session: &SessionRecord, r: &Ready) 
     shared.mark_dirty(&session.name);
     if enqueue {
         shared.outbox_grew.notify_one();
+    } else if shared.cluster.is_some() {
+        shared.note_for_round(&session.name);
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 mod cluster;
 mod import;
 pub mod ingest;
+mod rounds;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -55,6 +56,24 @@ pub struct PipelineConfig {
     /// replicas (the seed's `IPFS_DELETE_AFTER_PIN`). Default true: the Pi's card is small.
     #[serde(default = "yes")]
     pub delete_after_pin: bool,
+    /// What the cluster is asked to pin: `image`, each still as soon as it is imported (the
+    /// default, the seed's option A), or `session`, one directory of a session's stills once
+    /// the session is complete (option B).
+    #[serde(default)]
+    pub pin_policy: PinPolicy,
+    /// With `pin_policy = "session"`: seconds without a new still after which a session counts
+    /// as complete. Default 300.
+    #[serde(default = "default_session_idle_secs")]
+    pub session_idle_secs: u64,
+}
+
+/// `[pipeline] pin_policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinPolicy {
+    #[default]
+    Image,
+    Session,
 }
 
 fn yes() -> bool {
@@ -66,6 +85,9 @@ fn default_settle_ms() -> u64 {
 fn default_poll_ms() -> u64 {
     500
 }
+fn default_session_idle_secs() -> u64 {
+    300
+}
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -75,6 +97,8 @@ impl Default for PipelineConfig {
             settle_ms: default_settle_ms(),
             poll_ms: default_poll_ms(),
             delete_after_pin: true,
+            pin_policy: PinPolicy::Image,
+            session_idle_secs: default_session_idle_secs(),
         }
     }
 }
@@ -104,6 +128,9 @@ pub(crate) struct Shared {
     dirty: Mutex<BTreeSet<String>>,
     /// Wakes the cluster task when the outbox grows.
     pub(crate) outbox_grew: Notify,
+    /// With whole-session pins: sessions with stills no round covers yet, and when the last
+    /// of them was imported.
+    idle_since: Mutex<std::collections::HashMap<String, Instant>>,
     /// Where CARs for `POST /add` are written (`<repo>/uploads`): on the card, not in a
     /// RAM-backed /tmp.
     uploads: PathBuf,
@@ -121,11 +148,29 @@ impl Shared {
         Duration::from_millis(self.cfg.poll_ms)
     }
 
-    fn ipfs_info(&self) -> IpfsInfo {
+    fn ipfs_info(&self, session: &str) -> IpfsInfo {
+        let directory = match self.sessions.session_pin(session) {
+            Ok(Some(p)) => Some((p.cid, p.state == session::RoundState::Pinned)),
+            _ => None,
+        };
         IpfsInfo {
             enabled: self.cfg.enabled,
             cluster: self.cluster.as_ref().and_then(|(_, c)| c.api.clone()),
+            directory,
         }
+    }
+
+    /// Whether stills go to the cluster one by one (as opposed to a session at a time).
+    pub(crate) fn per_image(&self) -> bool {
+        self.cfg.pin_policy == PinPolicy::Image
+    }
+
+    /// A still of `session` was imported for a later whole-session round.
+    pub(crate) fn note_for_round(&self, session: &str) {
+        self.idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session.to_string(), Instant::now());
     }
 }
 
@@ -154,6 +199,7 @@ impl Pipeline {
         let _ = std::fs::remove_dir_all(&uploads);
         let shared = Arc::new(Shared {
             uploads,
+            idle_since: Mutex::new(std::collections::HashMap::new()),
             blocks: node.store().clone(),
             node,
             sessions,
@@ -279,8 +325,8 @@ fn write_dirty(shared: &Shared) {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
-    let ipfs = shared.ipfs_info();
     for name in dirty {
+        let ipfs = shared.ipfs_info(&name);
         let result = shared
             .sessions
             .session(&name)

@@ -58,6 +58,9 @@ pub struct IpfsInfo {
     pub enabled: bool,
     /// The cluster's REST API URL, when one is configured.
     pub cluster: Option<String>,
+    /// With whole-session pins: the session directory's CID (`ipfs.cid`) and whether the
+    /// cluster holds enough replicas of it (`ipfs.pinned`).
+    pub directory: Option<(String, bool)>,
 }
 
 /// `existing` (the file's object, if any) with our keys set from `session`, `ipfs` and
@@ -80,6 +83,16 @@ pub fn merge_metadata(
     if let Some(o) = ipfs_obj.as_object_mut() {
         o.insert("enabled".into(), json!(ipfs.enabled));
         o.insert("cluster".into(), json!(ipfs.cluster));
+        match &ipfs.directory {
+            Some((cid, pinned)) => {
+                o.insert("cid".into(), json!(cid));
+                o.insert("pinned".into(), json!(pinned));
+            }
+            None => {
+                o.remove("cid");
+                o.remove("pinned");
+            }
+        }
     }
 
     let list = doc.entry("images").or_insert_with(|| json!([]));
@@ -250,6 +263,7 @@ mod tests {
             file: super::super::image_file_name(number),
             cid: format!("Qm{number}"),
             size: 5_000_000,
+            dag_size: None,
             captured_at: "2026-11-25T01:02:04Z".into(),
             state,
             replicas: if state == ImageState::Pinned { 2 } else { 0 },
@@ -261,6 +275,7 @@ mod tests {
     const IPFS: IpfsInfo = IpfsInfo {
         enabled: true,
         cluster: None,
+        directory: None,
     };
 
     #[test]
@@ -285,6 +300,7 @@ mod tests {
             theirs.as_object().cloned(),
             &s,
             &IpfsInfo {
+                directory: Some(("QmSessionDir".into(), false)),
                 enabled: true,
                 cluster: Some("http://127.0.0.1:9094".into()),
             },
@@ -303,7 +319,8 @@ mod tests {
         assert_eq!(doc["camera"]["exposure_us"], 20000);
         assert_eq!(
             doc["ipfs"],
-            json!({"enabled": true, "note": "theirs", "cluster": "http://127.0.0.1:9094"})
+            json!({"enabled": true, "note": "theirs", "cluster": "http://127.0.0.1:9094",
+                "cid": "QmSessionDir", "pinned": false})
         );
         let images = doc["images"].as_array().unwrap();
         assert_eq!(images.len(), 4);

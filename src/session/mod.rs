@@ -6,6 +6,7 @@
 //! `session_metadata.json` is rebuilt from it ([`metadata`]), never the other way round.
 
 mod metadata;
+mod rounds;
 mod store;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use metadata::{
     merge_metadata, write_metadata, IpfsInfo, MetadataError, METADATA_FILE, OWNED_IMAGE_KEYS,
 };
+pub use rounds::{RoundState, SessionPin};
 pub use store::{Error, OutboxEntry, SessionStore, SESSIONS_DB};
 
 /// A session as the store keeps it.
@@ -52,6 +54,10 @@ pub struct ImageRecord {
     pub cid: String,
     /// Bytes of the file.
     pub size: u64,
+    /// Cumulative size of the file's DAG (a directory link's Tsize). Absent in records written
+    /// before whole-session pins existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dag_size: Option<u64>,
     /// RFC 3339, UTC: the file's modification time when it was imported.
     pub captured_at: String,
     pub state: ImageState,

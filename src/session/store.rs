@@ -21,20 +21,21 @@ use redb::{
 use super::{ImageRecord, ImageState, SessionRecord};
 
 /// Session name -> [`SessionRecord`] as JSON.
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (session, number) -> [`ImageRecord`] as JSON.
-const IMAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("images");
+pub(super) const IMAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("images");
 /// Sequence -> (session, number): imported images waiting for the cluster, oldest first.
-const OUTBOX: TableDefinition<u64, (&str, u32)> = TableDefinition::new("outbox");
+pub(super) const OUTBOX: TableDefinition<u64, (&str, u32)> = TableDefinition::new("outbox");
 /// (session, number) -> unix seconds the pin was accepted.
-const PINNING: TableDefinition<(&str, u32), u64> = TableDefinition::new("pinning");
+pub(super) const PINNING: TableDefinition<(&str, u32), u64> = TableDefinition::new("pinning");
 /// (session, number) -> (): confirmed, local copy not yet removed.
-const TO_FREE: TableDefinition<(&str, u32), ()> = TableDefinition::new("to_free");
+pub(super) const TO_FREE: TableDefinition<(&str, u32), ()> = TableDefinition::new("to_free");
 /// CID -> (session, number) of every image with that root: the same still captured twice is
 /// one CID, and its local pin must outlive both images' confirmations.
-const CIDS: MultimapTableDefinition<&str, (&str, u32)> = MultimapTableDefinition::new("cids");
+pub(super) const CIDS: MultimapTableDefinition<&str, (&str, u32)> =
+    MultimapTableDefinition::new("cids");
 /// Counters: `"next_seq"`, `"version"`.
-const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
+pub(super) const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
 
 const SCHEMA_VERSION: u64 = 1;
 /// redb's page cache: the records of a long session are a few MiB at most.
@@ -64,6 +65,8 @@ pub enum Error {
     Version { path: PathBuf, found: u64 },
     #[error("no image {number} in session {session:?}")]
     NoImage { session: String, number: u32 },
+    #[error("session {0:?} has no directory pin")]
+    NoRound(String),
 }
 
 /// An imported image waiting for the cluster.
@@ -120,6 +123,8 @@ impl SessionStore {
             wtx.open_table(PINNING).map_err(|e| err.wrap(e))?;
             wtx.open_table(TO_FREE).map_err(|e| err.wrap(e))?;
             wtx.open_multimap_table(CIDS).map_err(|e| err.wrap(e))?;
+            wtx.open_table(super::rounds::SESSION_PINS)
+                .map_err(|e| err.wrap(e))?;
             let mut info = wtx.open_table(INFO).map_err(|e| err.wrap(e))?;
             let found = info
                 .get("version")
@@ -142,23 +147,23 @@ impl SessionStore {
         self.commit(wtx)
     }
 
-    fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
+    pub(super) fn begin_write(&self) -> Result<redb::WriteTransaction, Error> {
         self.db
             .begin_write()
             .map_err(db_err("begin write", &self.path))
     }
 
-    fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
+    pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, Error> {
         self.db
             .begin_read()
             .map_err(db_err("begin read", &self.path))
     }
 
-    fn commit(&self, wtx: redb::WriteTransaction) -> Result<(), Error> {
+    pub(super) fn commit(&self, wtx: redb::WriteTransaction) -> Result<(), Error> {
         wtx.commit().map_err(db_err("commit", &self.path))
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    pub(super) fn decode<T: serde::de::DeserializeOwned>(
         &self,
         what: String,
         bytes: &[u8],
@@ -574,17 +579,17 @@ struct Moves {
 }
 
 /// The operation and file of a sequence of redb calls, to wrap their errors.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     op: &'static str,
     path: &'a Path,
 }
 
 impl<'a> Ctx<'a> {
-    fn new(op: &'static str, path: &'a Path) -> Self {
+    pub(super) fn new(op: &'static str, path: &'a Path) -> Self {
         Ctx { op, path }
     }
 
-    fn wrap(&self, e: impl Into<redb::Error>) -> Error {
+    pub(super) fn wrap(&self, e: impl Into<redb::Error>) -> Error {
         Error::Db {
             op: self.op,
             path: self.path.to_path_buf(),
@@ -612,6 +617,7 @@ mod tests {
             file: super::super::image_file_name(number),
             cid: format!("Qm{number}"),
             size: 10,
+            dag_size: None,
             captured_at: "2026-11-25T00:00:00Z".into(),
             state: ImageState::Imported,
             replicas: 0,

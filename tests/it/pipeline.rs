@@ -444,3 +444,112 @@ fn pipeline_uploads_a_car_when_the_swarm_cannot_deliver() {
         );
     }
 }
+
+/// Kubo's CID of a folder holding the test source's stills `numbers` (`ipfs add -r`).
+fn kubo_dir_cid(
+    double: &ClusterDouble,
+    work: &Path,
+    numbers: std::ops::RangeInclusive<u32>,
+) -> String {
+    let dir = work.join(format!("expected-{}-{}", numbers.start(), numbers.end()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = TestSource::new(STILL_BYTES, SEED);
+    for n in numbers {
+        std::fs::write(dir.join(format!("image_{n:04}.jpg")), src.still(n)).unwrap();
+    }
+    double
+        .with_kubo(0, |k| k.add(&dir, true))
+        .expect("kubo add -r --only-hash")
+}
+
+fn directory_pinned(meta: &Value, n: usize, cid: Option<&str>) -> bool {
+    all_pinned_and_freed(meta, n)
+        && meta["ipfs"]["pinned"] == true
+        && cid.is_none_or(|c| meta["ipfs"]["cid"] == c)
+}
+
+/// `pin_policy = "session"` (the seed's option B): once no still came for `session_idle_secs`,
+/// the cluster is asked for one pin, the directory of the session's stills, whose CID is the one
+/// `ipfs add -r` gives in real Kubo; its replicas on the Kubo peers confirm every still, and the
+/// stills are freed. A still that comes later makes a new directory of all five, which replaces
+/// the first pin on the cluster.
+#[test]
+fn pipeline_session_policy_pins_one_directory_per_complete_session() {
+    let Some(peers) = kubos(2) else { return };
+    let double = ClusterDouble::start(peers);
+    let repo = TestRepo::init();
+    let captures = repo.path().join("captures");
+    configure(&repo, &captures, &double.url(), 2, 2);
+    set_key(&repo, "[pipeline]", "pin_policy", "\"session\"");
+    set_key(&repo, "[pipeline]", "session_idle_secs", "2");
+    let first = kubo_dir_cid(&double, repo.path(), 1..=4);
+    let _daemon = WandaDaemon::start(&repo);
+    let session = "Luna llena";
+    let dir = captures.join(session);
+    assert!(capture(&captures, session, 4, "0")
+        .wait()
+        .unwrap()
+        .success());
+    let meta = wait_metadata(
+        &dir,
+        "the session's directory pinned",
+        Duration::from_secs(120),
+        |m| directory_pinned(m, 4, None),
+    );
+    assert_eq!(
+        meta["ipfs"]["cid"], first,
+        "the directory is `ipfs add -r` of the stills"
+    );
+    for img in images(&meta) {
+        assert_eq!(img["replicas"], 2, "{img}");
+        let n = img["number"].as_u64().unwrap() as u32;
+        assert_eq!(img["cid"], expected_cid(n));
+    }
+    let posts = double.pin_posts();
+    assert_eq!(
+        posts.get(&first),
+        Some(&1),
+        "one pin for the session: {posts:?}"
+    );
+    assert_eq!(posts.len(), 1, "no still is pinned on its own: {posts:?}");
+    for i in 0..2 {
+        let pins = double.with_kubo(i, |k| k.pins().unwrap()).to_string();
+        assert!(pins.contains(&first), "Kubo {i} holds the directory");
+    }
+
+    // A late still: a new directory of all five replaces the first.
+    let second = kubo_dir_cid(&double, repo.path(), 1..=5);
+    assert!(capture(&captures, session, 1, "0")
+        .wait()
+        .unwrap()
+        .success());
+    let meta = wait_metadata(
+        &dir,
+        "the new directory pinned",
+        Duration::from_secs(120),
+        |m| directory_pinned(m, 5, Some(&second)),
+    );
+    assert_eq!(images(&meta)[4]["cid"], expected_cid(5));
+    let t0 = Instant::now();
+    let gone = loop {
+        let pins = double.with_kubo(0, |k| k.pins().unwrap()).to_string();
+        if !pins.contains(&first) || t0.elapsed() > Duration::from_secs(30) {
+            break !pins.contains(&first);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        gone,
+        "the replaced directory is unpinned from the cluster's peers"
+    );
+    // And a Kubo gives back the whole session from the new directory, the node's copies gone.
+    let back = repo.path().join("back");
+    double
+        .with_kubo(1, |k| k.download(&second, &back, Duration::from_secs(30)))
+        .unwrap();
+    let src = TestSource::new(STILL_BYTES, SEED);
+    for n in 1..=5 {
+        let got = std::fs::read(back.join(format!("image_{n:04}.jpg"))).unwrap();
+        assert!(got == src.still(n), "still {n} from the directory differs");
+    }
+}
