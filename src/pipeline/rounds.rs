@@ -83,12 +83,12 @@ fn lock_idle(
 /// Makes a round of every session idle for `session_idle_secs` whose previous round is done.
 async fn start_complete(shared: &Arc<Shared>) -> Result<(), Stop> {
     let idle = Duration::from_secs(shared.cfg.session_idle_secs);
-    let complete: Vec<String> = lock_idle(shared)
+    let complete: Vec<(String, Instant)> = lock_idle(shared)
         .iter()
         .filter(|(_, t)| t.elapsed() >= idle)
-        .map(|(s, _)| s.clone())
+        .map(|(s, t)| (s.clone(), *t))
         .collect();
-    for session in complete {
+    for (session, seen) in complete {
         let s2 = session.clone();
         let started = blocking(shared, move |s| build_round(s, &s2)).await?;
         match started {
@@ -100,7 +100,12 @@ async fn start_complete(shared: &Arc<Shared>) -> Result<(), Stop> {
             }
             Some(None) => {}
         }
-        lock_idle(shared).remove(&session);
+        // A still imported while the round was built may have been missed by it: then the
+        // entry's time has moved on, and it stays for the next round.
+        let mut waiting = lock_idle(shared);
+        if waiting.get(&session) == Some(&seen) {
+            waiting.remove(&session);
+        }
     }
     Ok(())
 }
