@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub capture: crate::capture::CaptureConfig,
+    #[serde(default)]
     pub pipeline: crate::pipeline::PipelineConfig,
     #[serde(default)]
     pub cluster: crate::cluster::ClusterConfig,
@@ -377,6 +379,7 @@ impl Config {
                 "swarm: idle_timeout_secs must be at least 1".into(),
             ));
         }
+        self.capture.validate().map_err(Error::Invalid)?;
         self.pipeline.validate().map_err(Error::Invalid)?;
         self.cluster
             .validate()
@@ -416,6 +419,9 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
         "bearer_token",
     ] {
         keys.push(("cluster".into(), k.into()));
+    }
+    for k in crate::capture::CaptureConfig::UNSET_KEYS {
+        keys.push(("capture".into(), k.into()));
     }
     keys.sort();
     keys.dedup();
@@ -490,6 +496,23 @@ fn parse_env_value(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pi_example_config_parses_and_says_what_it_claims() {
+        let text = include_str!("../config/wanda-ipfs.toml");
+        let c = Config::parse(text, "config/wanda-ipfs.toml", |_| None).unwrap();
+        assert_eq!(
+            c.pipeline.captures_dir(),
+            Some(std::path::PathBuf::from("/home/pi/wanda/captures"))
+        );
+        assert!(c.pipeline.delete_after_pin);
+        assert_eq!(
+            (c.cluster.replication_min, c.cluster.replication_max),
+            (2, 3)
+        );
+        assert!(c.cluster.api.is_some());
+        assert_eq!(c.api.address, "/ip4/127.0.0.1/tcp/5001");
+    }
 
     #[test]
     fn embedded_default_parses_and_matches_kubo() {

@@ -7,8 +7,10 @@
 //! pipeline's folder watcher never sees half a still. Sources: [`RpicamSource`] (Pi cameras
 //! through `rpicam-still`), [`V4l2Source`] (USB webcams through the kernel's V4L2 API, MJPEG
 //! frames kept as JPEG stills), [`TestSource`] (deterministic JPEG-shaped bytes, for tests and
-//! demos, no hardware).
+//! demos, no hardware). [`CaptureConfig`] is `[capture]` in the config: which source, which
+//! schedule, and the camera settings, for `wanda-ipfs capture` to start from.
 
+mod config;
 mod rpicam;
 mod test_source;
 mod v4l2;
@@ -20,6 +22,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::session::{check_session_name, image_file_name, image_number};
 
+pub use config::{
+    check_count, check_gain, check_hours, check_interval_secs, check_pixels, check_timeout_secs,
+    CaptureConfig, ModeKind, SourceKind, MAX_SECS,
+};
 pub use rpicam::{RpicamOptions, RpicamSource};
 pub use test_source::TestSource;
 pub use v4l2::{V4l2Options, V4l2Source};
@@ -138,8 +144,9 @@ pub fn run_session(
     })
 }
 
-/// One past the highest still number in `dir` or in its `session_metadata.json` (1 in an
-/// empty one): stills freed after pinning are gone from the folder but not from the session.
+/// One past the highest still number in `dir` or among the stills wanda-ipfs recorded in its
+/// `session_metadata.json` (1 in an empty one): stills freed after pinning are gone from the
+/// folder but not from the session.
 fn next_number(dir: &Path) -> Result<u32> {
     let mut max = 0;
     for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -155,8 +162,12 @@ fn next_number(dir: &Path) -> Result<u32> {
                 dir.join(crate::session::METADATA_FILE).display()
             )
         })?;
+        // Only stills wanda-ipfs imported (they have a CID): WANDA may list stills of its own.
         let listed = doc["images"].as_array().into_iter().flatten();
-        for n in listed.filter_map(|i| i["number"].as_u64()) {
+        for n in listed
+            .filter(|i| i["cid"].is_string())
+            .filter_map(|i| i["number"].as_u64())
+        {
             max = max.max(u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
@@ -225,7 +236,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(crate::session::METADATA_FILE),
-            r#"{"images": [{"number": 1}, {"number": 7, "local": false}, "junk"]}"#,
+            r#"{"images": [{"number": 9}, {"number": 7, "cid": "Qm7", "local": false}, "junk"]}"#,
         )
         .unwrap();
         std::fs::write(dir.join("image_0003.jpg"), b"x").unwrap();

@@ -86,51 +86,71 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Every setting but --session, --dir, --size and --seed defaults to \
+the [capture] section of the config (<repo>/config.toml or --config; env \
+WANDA_CAPTURE_<KEY>); flags override it. Without a config file the built-in defaults apply: \
+source rpicam, rapid mode, 10 stills 0.5 s apart."
+)]
 pub struct CaptureArgs {
     /// Session name: free text (spaces allowed), one folder under the captures folder.
     #[arg(long)]
     pub session: String,
-    /// rapid: one still every --interval seconds; timed: --count stills over --hours.
-    #[arg(long, value_enum, default_value = "rapid")]
-    pub mode: CaptureMode,
-    /// Seconds between stills in rapid mode.
-    #[arg(long, default_value_t = 0.5)]
-    pub interval: f64,
-    /// Stills to take.
-    #[arg(long, default_value_t = 10)]
-    pub count: u32,
-    /// Hours a timed session spans.
-    #[arg(long, default_value_t = 1.0)]
-    pub hours: f64,
-    /// Where stills come from. `rpicam`: a Pi camera through rpicam-still (or libcamera-still);
-    /// `test`: deterministic JPEG-shaped bytes, no hardware.
-    #[arg(long, value_enum, default_value = "test")]
-    pub source: CaptureSource,
-    /// Bytes per still of the test source.
+    /// rapid: --count stills, one every --interval seconds; timed: --count stills spread evenly
+    /// over --hours [default: config capture.mode, rapid]
+    #[arg(long, value_enum)]
+    pub mode: Option<CaptureMode>,
+    /// Seconds between stills in rapid mode, 0 or more [default: config capture.interval_secs, 0.5]
+    #[arg(long, value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// Stills to take, at least 1 [default: config capture.count, 10]
+    #[arg(long, value_name = "N")]
+    pub count: Option<u32>,
+    /// Hours a timed session spans [default: config capture.hours, 1]
+    #[arg(long)]
+    pub hours: Option<f64>,
+    /// Where stills come from [default: config capture.source, rpicam]. `rpicam`: a Pi camera
+    /// through rpicam-still (or libcamera-still); `v4l2`: a USB webcam, or any V4L2 device that
+    /// sends MJPEG, at --device; `test`: deterministic JPEG-shaped bytes, no hardware.
+    #[arg(long, value_enum)]
+    pub source: Option<CaptureSource>,
+    /// test: bytes per still.
     #[arg(long, default_value_t = 5_000_000)]
     pub size: usize,
-    /// Seed of the test source (same seed, same stills, same CIDs).
+    /// test: seed of the stills (same seed, same stills, same CIDs).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The captures folder [default: config pipeline.captures_dir, env WANDA_CAPTURES_DIR]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// rpicam: image width in pixels (HQ camera: up to 4056).
-    #[arg(long)]
+    /// rpicam, v4l2: image width in pixels (HQ camera: up to 4056) [default: config
+    /// capture.width, else the camera's: rpicam-still's own, v4l2 1920]
+    #[arg(long, value_name = "PIXELS")]
     pub width: Option<u32>,
-    /// rpicam: image height in pixels (HQ camera: up to 3040).
-    #[arg(long)]
+    /// rpicam, v4l2: image height in pixels (HQ camera: up to 3040) [default: config
+    /// capture.height, else the camera's: rpicam-still's own, v4l2 1080]. v4l2 takes both
+    /// --width and --height, or neither; the webcam picks its nearest size.
+    #[arg(long, value_name = "PIXELS")]
     pub height: Option<u32>,
-    /// rpicam: exposure in microseconds.
+    /// rpicam: exposure in microseconds [default: config capture.shutter_us, else automatic]
     #[arg(long, value_name = "US")]
     pub shutter: Option<u64>,
-    /// rpicam: analogue gain.
+    /// rpicam: analogue gain [default: config capture.gain, else automatic]
     #[arg(long)]
     pub gain: Option<f64>,
     /// rpicam: one more argument for rpicam-still, as given; repeat (e.g. --camera-arg=--awb
-    /// --camera-arg=daylight).
+    /// --camera-arg=daylight). Replaces config capture.extra_args.
     #[arg(long = "camera-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub camera_args: Vec<String>,
+    /// v4l2: the webcam's device node; `v4l2-ctl --list-devices` lists them [default: config
+    /// capture.device, /dev/video0]
+    #[arg(long, value_name = "PATH")]
+    pub device: Option<PathBuf>,
+    /// v4l2: frames thrown away before each still while the webcam's auto-exposure and white
+    /// balance settle; fewer is faster, 0 may give a dark or tinted still [default: config
+    /// capture.warmup_frames, 5]
+    #[arg(long, value_name = "N")]
+    pub warmup_frames: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -142,6 +162,8 @@ pub enum CaptureMode {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CaptureSource {
     Rpicam,
+    #[value(name = "v4l2")]
+    V4l2,
     Test,
 }
 

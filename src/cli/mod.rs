@@ -483,46 +483,37 @@ fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
 }
 
 fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Result<()> {
-    use crate::capture::{run_session, Mode, TestSource};
-    let dir = match a.dir {
+    use crate::capture::{run_session, SourceKind, TestSource};
+    let file = config.map_or_else(|| repo_path.join(repo::CONFIG_FILE), Path::to_path_buf);
+    let cfg = Config::load(&file, env_var)?;
+    let dir = match a.dir.clone() {
         Some(d) => d,
-        None => {
-            let file = config.map_or_else(|| repo_path.join("config.toml"), Path::to_path_buf);
-            let cfg = crate::config::Config::load(&file, env_var)?;
-            cfg.pipeline.captures_dir().context(
-                "no captures folder: pass --dir, or set pipeline.captures_dir (env WANDA_CAPTURES_DIR)",
-            )?
-        }
+        None => cfg.pipeline.captures_dir().context(
+            "no captures folder: pass --dir, or set pipeline.captures_dir (env WANDA_CAPTURES_DIR)",
+        )?,
     };
-    let secs = |what: &str, s: f64| {
-        if (0.0..1e7).contains(&s) {
-            Ok(std::time::Duration::from_secs_f64(s))
-        } else {
-            Err(anyhow::anyhow!(
-                "{what} must be a number of seconds >= 0, got {s}"
-            ))
-        }
-    };
-    let mode = match a.mode {
-        args::CaptureMode::Rapid => Mode::Rapid {
-            interval: secs("--interval", a.interval)?,
-            count: a.count,
-        },
-        args::CaptureMode::Timed => Mode::Timed {
-            count: a.count,
-            over: secs("--hours", a.hours * 3600.0)?,
-        },
-    };
-    let mut source: Box<dyn crate::capture::Source> = match a.source {
-        args::CaptureSource::Test => Box::new(TestSource::new(a.size, a.seed)),
-        args::CaptureSource::Rpicam => Box::new(crate::capture::RpicamSource::new(
-            &crate::capture::RpicamOptions {
-                width: a.width,
-                height: a.height,
-                shutter_us: a.shutter,
-                gain: a.gain,
-                extra: a.camera_args.clone(),
-            },
+    let settings = capture_settings(&a, &cfg.capture)?;
+    for key in settings.unused_by_source() {
+        let flag = match key {
+            "shutter_us" => " (--shutter)",
+            "gain" => " (--gain)",
+            "extra_args" => " (--camera-arg)",
+            "timeout_secs" => ": rpicam-still is given 30 s plus twice the exposure",
+            _ => "",
+        };
+        tracing::warn!(
+            "the {} source ignores capture.{key}{flag}",
+            settings.source.as_str()
+        );
+    }
+    let mode = settings.schedule().map_err(anyhow::Error::msg)?;
+    let mut source: Box<dyn crate::capture::Source> = match settings.source {
+        SourceKind::Test => Box::new(TestSource::new(a.size, a.seed)),
+        SourceKind::Rpicam => Box::new(crate::capture::RpicamSource::new(
+            &settings.rpicam_options(),
+        )?),
+        SourceKind::V4l2 => Box::new(crate::capture::V4l2Source::open(
+            &settings.v4l2_options().map_err(anyhow::Error::msg)?,
         )?),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -546,6 +537,81 @@ fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Res
         }
     );
     Ok(())
+}
+
+/// The `[capture]` settings with `capture`'s flags on top; a bad flag is refused under its own
+/// name, for the same reason the config key would be.
+fn capture_settings(
+    a: &args::CaptureArgs,
+    base: &crate::capture::CaptureConfig,
+) -> Result<crate::capture::CaptureConfig> {
+    use crate::capture::{self as cap, ModeKind, SourceKind};
+    let flag = |name: &str, r: Result<(), String>| r.map_err(|m| anyhow::anyhow!("{name} {m}"));
+    let mut c = base.clone();
+    if let Some(s) = a.source {
+        c.source = match s {
+            args::CaptureSource::Rpicam => SourceKind::Rpicam,
+            args::CaptureSource::V4l2 => SourceKind::V4l2,
+            args::CaptureSource::Test => SourceKind::Test,
+        };
+    }
+    if let Some(m) = a.mode {
+        c.mode = match m {
+            args::CaptureMode::Rapid => ModeKind::Rapid,
+            args::CaptureMode::Timed => ModeKind::Timed,
+        };
+    }
+    if let Some(v) = a.interval {
+        flag("--interval", cap::check_interval_secs(v))?;
+        c.interval_secs = v;
+    }
+    if let Some(v) = a.count {
+        flag("--count", cap::check_count(v))?;
+        c.count = v;
+    }
+    if let Some(v) = a.hours {
+        flag("--hours", cap::check_hours(v))?;
+        c.hours = v;
+    }
+    if let Some(v) = a.width {
+        flag("--width", cap::check_pixels(v))?;
+        c.width = Some(v);
+    }
+    if let Some(v) = a.height {
+        flag("--height", cap::check_pixels(v))?;
+        c.height = Some(v);
+    }
+    if let Some(v) = a.shutter {
+        c.shutter_us = Some(v);
+    }
+    if let Some(v) = a.gain {
+        flag("--gain", cap::check_gain(v))?;
+        c.gain = Some(v);
+    }
+    if !a.camera_args.is_empty() {
+        c.extra_args = a.camera_args.clone();
+    }
+    if let Some(d) = &a.device {
+        c.device = d.clone();
+    }
+    if let Some(v) = a.warmup_frames {
+        c.warmup_frames = v;
+    }
+    if c.source != SourceKind::V4l2 {
+        for (name, given) in [
+            ("--device", a.device.is_some()),
+            ("--warmup-frames", a.warmup_frames.is_some()),
+        ] {
+            if given {
+                tracing::warn!(
+                    "the {} source ignores {name}, which is for --source v4l2",
+                    c.source.as_str()
+                );
+            }
+        }
+    }
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
 }
 
 /// Sets `flag` on SIGINT/SIGTERM (a thread with a small runtime waiting for either).
@@ -572,4 +638,100 @@ fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::R
             });
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{CaptureConfig, ModeKind, SourceKind};
+
+    fn capture_args(flags: &[&str]) -> args::CaptureArgs {
+        let argv = ["wanda-ipfs", "capture", "--session", "s"];
+        match Cli::try_parse_from(argv.iter().chain(flags))
+            .unwrap()
+            .command
+        {
+            Command::Capture(c) => c,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capture_flags_override_the_config_and_are_checked_under_their_names() {
+        let base = CaptureConfig {
+            source: SourceKind::Test,
+            count: 3,
+            shutter_us: Some(100),
+            extra_args: vec!["--awb".into(), "daylight".into()],
+            ..CaptureConfig::default()
+        };
+        // No flags: the config as it is.
+        assert_eq!(capture_settings(&capture_args(&[]), &base).unwrap(), base);
+        let c = capture_settings(
+            &capture_args(&[
+                "--source",
+                "v4l2",
+                "--mode",
+                "timed",
+                "--count",
+                "7",
+                "--hours",
+                "0.25",
+                "--interval",
+                "0",
+                "--width",
+                "640",
+                "--height",
+                "480",
+                "--device",
+                "/dev/video3",
+                "--warmup-frames",
+                "2",
+                "--camera-arg=--denoise",
+            ]),
+            &base,
+        )
+        .unwrap();
+        assert_eq!((c.source, c.mode), (SourceKind::V4l2, ModeKind::Timed));
+        assert_eq!((c.count, c.hours, c.interval_secs), (7, 0.25, 0.0));
+        assert_eq!((c.width, c.height), (Some(640), Some(480)));
+        assert_eq!(
+            (c.device.as_path(), c.warmup_frames),
+            (Path::new("/dev/video3"), 2)
+        );
+        assert_eq!(c.shutter_us, Some(100), "kept from the config");
+        assert_eq!(
+            c.extra_args,
+            ["--denoise"],
+            "--camera-arg replaces the list"
+        );
+        let o = c.v4l2_options().unwrap();
+        assert_eq!((o.width, o.height, o.warmup_frames), (640, 480, 2));
+
+        for (flags, needle) in [
+            (&["--count", "0"][..], "--count must be at least 1"),
+            (
+                &["--interval=-1"][..],
+                "--interval must be a number of seconds",
+            ),
+            (&["--interval", "NaN"][..], "--interval must be"),
+            (&["--hours", "0"][..], "--hours must be"),
+            (&["--width", "0"][..], "--width must be at least 1"),
+            (&["--gain", "0"][..], "--gain must be"),
+        ] {
+            let e = capture_settings(&capture_args(flags), &base)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{flags:?}: {e}");
+        }
+        assert!(Cli::try_parse_from([
+            "wanda-ipfs",
+            "capture",
+            "--session",
+            "s",
+            "--source",
+            "usb"
+        ])
+        .is_err());
+    }
 }

@@ -299,3 +299,118 @@ fn help_explains_itself() {
     let v = WandaCmd::new().arg("--version").stdout();
     assert!(v.starts_with("wanda-ipfs 0.") && v.contains('('), "{v}");
 }
+
+/// The stills (`image_NNNN.jpg`) in a session folder, sorted.
+fn stills(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("image_") && n.ends_with(".jpg"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The webcam source's errors reach the user: a node that is no camera, and one that is not there.
+/// (No V4L2 device here: what can be checked without one.)
+#[test]
+fn capture_from_v4l2_explains_a_bad_device() {
+    let repo = TestRepo::new();
+    let captures = repo.path().join("captures");
+    let capture = |device: &str| {
+        let mut c = repo.cmd();
+        c.args(["capture", "--dir"])
+            .arg(&captures)
+            .args(["--session", "webcam", "--count", "1", "--source", "v4l2"])
+            .args(["--device", device]);
+        fails(&mut c)
+    };
+    let err = capture("/dev/null");
+    assert!(err.contains("/dev/null is not a V4L2 device"), "{err}");
+    let err = capture("/nonexistent/video9");
+    assert!(err.contains("no such device /nonexistent/video9"), "{err}");
+    assert!(
+        !captures.join("webcam").exists() || stills(&captures.join("webcam")).is_empty(),
+        "no still from a failed camera"
+    );
+    // v4l2 takes both sides of the size or neither.
+    let mut c = repo.cmd();
+    c.args(["capture", "--dir"]).arg(&captures).args([
+        "--session",
+        "webcam",
+        "--source",
+        "v4l2",
+        "--width",
+        "640",
+    ]);
+    let err = fails(&mut c);
+    assert!(err.contains("both width and height"), "{err}");
+}
+
+/// `[capture]` in the config file chooses the source and the session; the environment overrides
+/// the file, and flags override both.
+#[test]
+fn capture_reads_its_settings_from_the_config() {
+    let repo = TestRepo::new();
+    let captures = repo.path().join("captures");
+    let config = repo.path().join("capture.toml");
+    write(
+        &config,
+        b"[capture]\nsource = \"test\"\ncount = 3\ninterval_secs = 0\n",
+    );
+    let capture = || {
+        let mut c = repo.cmd();
+        c.args(["capture", "--dir"])
+            .arg(&captures)
+            .args(["--session", "from config", "--size", "4096", "--config"])
+            .arg(&config);
+        c
+    };
+    let out = capture().stdout();
+    assert!(out.contains("captured 3 stills"), "{out}");
+    let dir = captures.join("from config");
+    eqnice!(
+        vec!["image_0001.jpg", "image_0002.jpg", "image_0003.jpg"],
+        stills(&dir)
+    );
+    let jpeg = std::fs::read(dir.join("image_0001.jpg")).unwrap();
+    assert!(jpeg.len() == 4096 && jpeg.starts_with(&[0xFF, 0xD8]));
+
+    let out = capture().env("WANDA_CAPTURE_COUNT", "2").stdout();
+    assert!(out.contains("captured 2 stills"), "env over file: {out}");
+    let out = capture()
+        .env("WANDA_CAPTURE_COUNT", "2")
+        .args(["--count", "1"])
+        .stdout();
+    assert!(out.contains("captured 1 stills"), "flag over env: {out}");
+    eqnice!(6, stills(&dir).len());
+
+    // A bad value in the file is refused with its key, before any still is taken.
+    write(&config, b"[capture]\nsource = \"test\"\nhours = 0\n");
+    let err = fails(&mut capture());
+    assert!(err.contains("capture: hours must be"), "{err}");
+    write(&config, b"[capture]\nsource = \"webcam\"\n");
+    let err = fails(&mut capture());
+    assert!(err.contains("`rpicam`, `v4l2`, `test`"), "{err}");
+    eqnice!(6, stills(&dir).len());
+}
+
+#[test]
+fn capture_help_explains_the_sources() {
+    let help = WandaCmd::new().args(["capture", "--help"]).stdout();
+    for needle in [
+        "--source",
+        "v4l2",
+        "--device",
+        "/dev/video0",
+        "--warmup-frames",
+        "capture.count",
+        "[capture]",
+        "v4l2-ctl",
+    ] {
+        assert!(
+            help.contains(needle),
+            "capture --help lacks {needle}: {help}"
+        );
+    }
+}

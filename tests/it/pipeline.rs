@@ -92,6 +92,7 @@ fn capture(captures: &Path, session: &str, count: u32, interval: &str) -> std::p
     std::process::Command::new(bin)
         .args(["capture", "--dir"])
         .arg(captures)
+        .args(["--source", "test", "--mode", "rapid"])
         .args([
             "--session",
             session,
