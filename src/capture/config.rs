@@ -91,8 +91,8 @@ pub struct CaptureConfig {
     /// v4l2: frames thrown away before each still while auto-exposure settles. Default 5.
     #[serde(default = "default_warmup_frames")]
     pub warmup_frames: u32,
-    /// v4l2: seconds to wait for one frame. Unset: each source's own (v4l2 10 s; rpicam-still
-    /// is given 30 s plus twice the exposure, and this does not change it yet).
+    /// Seconds one frame (v4l2) or one still (rpicam) may take before it fails. Unset: v4l2
+    /// 10 s; rpicam-still 30 s plus twice the exposure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<f64>,
 }
@@ -248,6 +248,7 @@ impl CaptureConfig {
             shutter_us: self.shutter_us,
             gain: self.gain,
             extra: self.extra_args.clone(),
+            timeout: self.timeout_secs.map(Duration::from_secs_f64),
         }
     }
 
@@ -284,11 +285,7 @@ impl CaptureConfig {
             ("extra_args", !self.extra_args.is_empty()),
         ];
         match self.source {
-            SourceKind::Rpicam => {
-                if self.timeout_secs.is_some() {
-                    out.push("timeout_secs");
-                }
-            }
+            SourceKind::Rpicam => {}
             SourceKind::V4l2 => out.extend(rpicam_only.iter().filter(|(_, s)| *s).map(|(k, _)| *k)),
             SourceKind::Test => {}
         }
@@ -374,6 +371,7 @@ timeout_secs = 3
                 shutter_us: Some(20_000),
                 gain: Some(8.0),
                 extra: vec!["--awb".into(), "daylight".into()],
+                timeout: Some(Duration::from_secs(3)),
             }
         );
         assert_eq!(c.unused_by_source(), ["shutter_us", "gain", "extra_args"]);
@@ -381,7 +379,10 @@ timeout_secs = 3
             source: SourceKind::Rpicam,
             ..c
         };
-        assert_eq!(c.unused_by_source(), ["timeout_secs"]);
+        assert!(
+            c.unused_by_source().is_empty(),
+            "rpicam takes timeout_secs too"
+        );
         let c = parse("[capture]\nsource = \"test\"\ninterval_secs = 0\n").unwrap();
         assert_eq!(c.source, SourceKind::Test);
         assert_eq!(

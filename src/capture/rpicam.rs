@@ -34,6 +34,8 @@ pub struct RpicamOptions {
     pub gain: Option<f64>,
     /// Anything else, passed as given (e.g. `--awb`, `daylight`, `--denoise`, `off`).
     pub extra: Vec<String>,
+    /// Longest one still may take. Default: 30 s plus twice the exposure.
+    pub timeout: Option<Duration>,
 }
 
 /// A Pi camera through `rpicam-still` / `libcamera-still`.
@@ -90,7 +92,9 @@ impl RpicamSource {
             push("--gain", g.to_string());
         }
         args.extend(opts.extra.iter().map(OsString::from));
-        let timeout = DEFAULT_TIMEOUT + Duration::from_micros(opts.shutter_us.unwrap_or(0)) * 2;
+        let timeout = opts
+            .timeout
+            .unwrap_or(DEFAULT_TIMEOUT + Duration::from_micros(opts.shutter_us.unwrap_or(0)) * 2);
         Ok(RpicamSource {
             program,
             args,
@@ -214,6 +218,7 @@ mod tests {
             shutter_us: Some(20_000),
             gain: Some(8.0),
             extra: vec!["--awb".into(), "daylight".into()],
+            timeout: None,
         };
         let mut src = RpicamSource::with_search_path(&opts, bin.path().as_os_str()).unwrap();
         assert!(

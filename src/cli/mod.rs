@@ -498,7 +498,6 @@ fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Res
             "shutter_us" => " (--shutter)",
             "gain" => " (--gain)",
             "extra_args" => " (--camera-arg)",
-            "timeout_secs" => ": rpicam-still is given 30 s plus twice the exposure",
             _ => "",
         };
         tracing::warn!(

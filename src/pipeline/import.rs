@@ -11,9 +11,9 @@ use crate::session::{self, ImageRecord, ImageState, SessionRecord};
 use crate::unixfs::file::import_file;
 
 /// Passes blocks on and remembers their CIDs, to announce them to the node.
-struct Collect<'a, S> {
-    inner: &'a mut S,
-    cids: Vec<Cid>,
+pub(super) struct Collect<'a, S> {
+    pub(super) inner: &'a mut S,
+    pub(super) cids: Vec<Cid>,
 }
 
 impl<S: BlockSink> BlockSink for Collect<'_, S> {

@@ -15,9 +15,9 @@ use cid::Cid;
 use libp2p::Multiaddr;
 
 use super::cluster::{blocking, needed, Stop};
+use super::import::Collect;
 use super::Shared;
-use crate::block::Block;
-use crate::blockstore::{self, BlockSink, BlockSource, PinMode};
+use crate::blockstore::{self, BlockSource, PinMode};
 use crate::cluster::{ClusterClient, ClusterConfig, PinOptions};
 use crate::session::{self, ImageState, RoundState, SessionPin};
 use crate::unixfs::hamt::DirEntry;
@@ -148,7 +148,7 @@ fn build_round(shared: &Shared, session: &str) -> Result<Option<Option<SessionPi
         });
     }
     let mut writer = shared.blocks.writer();
-    let mut sink = Written {
+    let mut sink = Collect {
         inner: &mut writer,
         cids: Vec::new(),
     };
@@ -190,20 +190,6 @@ fn build_round(shared: &Shared, session: &str) -> Result<Option<Option<SessionPi
     shared.sessions.start_round(session, &pin)?;
     shared.node.notify_new_blocks(blocks);
     Ok(Some(Some(pin)))
-}
-
-/// Passes blocks on and remembers their CIDs.
-struct Written<'a, S> {
-    inner: &'a mut S,
-    cids: Vec<Cid>,
-}
-
-impl<S: BlockSink> BlockSink for Written<'_, S> {
-    fn put(&mut self, block: &Block) -> Result<(), blockstore::Error> {
-        self.inner.put(block)?;
-        self.cids.push(block.cid);
-        Ok(())
-    }
 }
 
 /// A DAG's cumulative size from its root block: the block plus its links' sizes.

@@ -112,6 +112,18 @@ fn capture(captures: &Path, session: &str, count: u32, interval: &str) -> std::p
         .expect("spawn capture")
 }
 
+/// Captures `count` stills into `session` at once; returns the session's folder.
+fn capture_now(captures: &Path, session: &str, count: u32) -> PathBuf {
+    assert!(
+        capture(captures, session, count, "0")
+            .wait()
+            .unwrap()
+            .success(),
+        "capture failed"
+    );
+    captures.join(session)
+}
+
 /// The CID `ipfs add` gives the test source's still `n`.
 fn expected_cid(n: u32) -> String {
     let data = TestSource::new(STILL_BYTES, SEED).still(n);
@@ -314,11 +326,7 @@ fn pipeline_not_enough_cluster_peers_fails_clearly_and_keeps_the_still() {
     configure(&repo, &captures, &double.url(), 2, 3);
     let _daemon = WandaDaemon::start(&repo);
     let session = "too few peers";
-    assert!(capture(&captures, session, 2, "0")
-        .wait()
-        .unwrap()
-        .success());
-    let dir = captures.join(session);
+    let dir = capture_now(&captures, session, 2);
     let meta = wait_metadata(&dir, "both stills failed", Duration::from_secs(60), |m| {
         count_state(m, "failed") == 2
     });
@@ -345,11 +353,7 @@ fn pipeline_cluster_down_then_garbage_and_500s_then_back_loses_nothing() {
     let _daemon = WandaDaemon::start(&repo);
     double.go_down();
     let session = "cluster outage";
-    assert!(capture(&captures, session, 5, "0")
-        .wait()
-        .unwrap()
-        .success());
-    let dir = captures.join(session);
+    let dir = capture_now(&captures, session, 5);
     // Imported and kept, with the reason they wait, while the cluster is unreachable.
     let meta = wait_metadata(
         &dir,
@@ -414,11 +418,7 @@ fn pipeline_uploads_a_car_when_the_swarm_cannot_deliver() {
     set_key(&repo, "[cluster]", "car_fallback_secs", "2");
     let daemon = WandaDaemon::start(&repo);
     let session = "behind a firewall";
-    assert!(capture(&captures, session, 2, "0")
-        .wait()
-        .unwrap()
-        .success());
-    let dir = captures.join(session);
+    let dir = capture_now(&captures, session, 2);
     let meta = wait_metadata(
         &dir,
         "pinned through CAR uploads",
@@ -486,11 +486,7 @@ fn pipeline_session_policy_pins_one_directory_per_complete_session() {
     let first = kubo_dir_cid(&double, repo.path(), 1..=4);
     let _daemon = WandaDaemon::start(&repo);
     let session = "Luna llena";
-    let dir = captures.join(session);
-    assert!(capture(&captures, session, 4, "0")
-        .wait()
-        .unwrap()
-        .success());
+    let dir = capture_now(&captures, session, 4);
     let meta = wait_metadata(
         &dir,
         "the session's directory pinned",
@@ -520,10 +516,7 @@ fn pipeline_session_policy_pins_one_directory_per_complete_session() {
 
     // A late still: a new directory of all five replaces the first.
     let second = kubo_dir_cid(&double, repo.path(), 1..=5);
-    assert!(capture(&captures, session, 1, "0")
-        .wait()
-        .unwrap()
-        .success());
+    capture_now(&captures, session, 1);
     let meta = wait_metadata(
         &dir,
         "the new directory pinned",
