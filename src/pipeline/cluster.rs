@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::{rounds, Shared};
 use crate::blockstore;
 use crate::cluster::{self, Backoff, ClusterClient, ClusterConfig, PinOptions};
-use crate::session::{self, OutboxEntry};
+use crate::session::{self, ImageRecord, OutboxEntry};
 
 /// Images handed to the cluster, polled or freed per pass.
 const PER_PASS: usize = 64;
@@ -125,8 +125,7 @@ async fn pass(
     }
     let mut rounds_busy = false;
     if !shared.per_image() {
-        let origins = origins(shared).await;
-        rounds_busy = rounds::pass(shared, client, cfg, &origins, &mut status_addrs).await?;
+        rounds_busy = rounds::pass(shared, client, cfg, &mut status_addrs).await?;
     }
     free_confirmed(shared).await?;
 
@@ -168,7 +167,7 @@ async fn refresh_peers(shared: &Arc<Shared>, client: &ClusterClient, st: &mut St
 }
 
 /// Our addresses for `origins`, dialable ones first (the cluster dials at most 10).
-async fn origins(shared: &Arc<Shared>) -> Vec<Multiaddr> {
+pub(super) async fn origins(shared: &Arc<Shared>) -> Vec<Multiaddr> {
     let Ok(id) = shared.node.id().await else {
         return Vec::new();
     };
@@ -218,11 +217,8 @@ async fn pin_outbox(
                 continue;
             }
         };
-        let opts = PinOptions::from_config(cfg)
-            .with_name(format!("{}/{}", entry.session, rec.file))
-            .with_meta("session", entry.session.clone())
-            .with_meta("number", entry.number.to_string())
-            .with_origins(origins.iter().cloned());
+        let opts =
+            image_pin_options(cfg, &entry.session, &rec).with_origins(origins.iter().cloned());
         match client.pin(&cid, &opts).await {
             Ok(_) => {
                 let e = entry.clone();
@@ -247,6 +243,14 @@ async fn pin_outbox(
         }
     }
     Ok(())
+}
+
+/// How a still is named to the cluster, whether pinned or uploaded.
+fn image_pin_options(cfg: &ClusterConfig, session: &str, rec: &ImageRecord) -> PinOptions {
+    PinOptions::from_config(cfg)
+        .with_name(format!("{session}/{}", rec.file))
+        .with_meta("session", session.to_string())
+        .with_meta("number", rec.number.to_string())
 }
 
 async fn fail(shared: &Arc<Shared>, entry: &OutboxEntry, msg: &str) -> Result<(), Stop> {
@@ -330,7 +334,7 @@ async fn poll_pinning(
             }
             let waited = session::unix_now().saturating_sub(since);
             if rec.local && cfg.car_fallback().is_some_and(|d| waited >= d.as_secs()) {
-                upload_car(shared, client, cfg, &cid, &session, number).await?;
+                upload_car(shared, client, cfg, &cid, &session, &rec).await?;
             }
         }
     }
@@ -346,8 +350,9 @@ async fn upload_car(
     cfg: &ClusterConfig,
     cid: &Cid,
     session: &str,
-    number: u32,
+    rec: &ImageRecord,
 ) -> Result<(), Stop> {
+    let number = rec.number;
     let path = shared.uploads.join(format!("{cid}.car"));
     let (p2, c2) = (path.clone(), *cid);
     blocking(shared, move |s| {
@@ -361,11 +366,9 @@ async fn upload_car(
     })
     .await?;
     tracing::warn!(%session, number, %cid, "replicas are late over the swarm; uploading the blocks as a CAR");
-    let opts = PinOptions::from_config(cfg)
-        .with_name(format!("{session}/{}", session::image_file_name(number)))
-        .with_meta("session", session.to_string())
-        .with_meta("number", number.to_string());
-    let result = client.add_car(path.clone(), &opts).await;
+    let result = client
+        .add_car(path.clone(), &image_pin_options(cfg, session, rec))
+        .await;
     let p2 = path.clone();
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(p2)).await;
     let note = match result {

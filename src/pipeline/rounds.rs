@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use cid::Cid;
 use libp2p::Multiaddr;
 
-use super::cluster::{blocking, needed, Stop};
+use super::cluster::{blocking, needed, origins, Stop};
 use super::import::Collect;
 use super::Shared;
 use crate::blockstore::{self, BlockSource, PinMode};
@@ -49,7 +49,6 @@ pub(super) async fn pass(
     shared: &Arc<Shared>,
     client: &ClusterClient,
     cfg: &ClusterConfig,
-    origins: &[Multiaddr],
     addrs: &mut Vec<Multiaddr>,
 ) -> Result<bool, Stop> {
     start_complete(shared).await?;
@@ -58,7 +57,7 @@ pub(super) async fn pass(
     for (session, pin) in pins {
         match pin.state {
             RoundState::Queued => {
-                post(shared, client, cfg, origins, &session, &pin).await?;
+                post(shared, client, cfg, &session, &pin).await?;
                 busy = true;
             }
             RoundState::Pinning => {
@@ -166,14 +165,7 @@ fn build_round(shared: &Shared, session: &str) -> Result<Option<Option<SessionPi
     // The earlier round's directory is superseded by this one (here; on the cluster only once
     // this one is confirmed).
     if let Some(p) = &previous {
-        for c in p.blocks.iter().filter_map(|c| c.parse::<Cid>().ok()) {
-            if !blocks.contains(&c) {
-                match shared.blocks.unpin(&c) {
-                    Ok(_) | Err(blockstore::Error::NotPinned(_)) => {}
-                    Err(e) => return Err(e).with_context(|| format!("unpinning {c}")),
-                }
-            }
-        }
+        unpin_blocks(shared, &p.blocks, &blocks)?;
     }
     let pin = SessionPin {
         cid: dir.cid.to_string(),
@@ -192,6 +184,20 @@ fn build_round(shared: &Shared, session: &str) -> Result<Option<Option<SessionPi
     Ok(Some(Some(pin)))
 }
 
+/// Drops this node's direct pins of a directory's `blocks`, but those in `keep`.
+fn unpin_blocks(shared: &Shared, blocks: &[String], keep: &[Cid]) -> Result<()> {
+    for c in blocks.iter().filter_map(|c| c.parse::<Cid>().ok()) {
+        if keep.contains(&c) {
+            continue;
+        }
+        match shared.blocks.unpin(&c) {
+            Ok(_) | Err(blockstore::Error::NotPinned(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("unpinning {c}")),
+        }
+    }
+    Ok(())
+}
+
 /// A DAG's cumulative size from its root block: the block plus its links' sizes.
 fn dag_size(store: &impl BlockSource, cid: &Cid) -> Result<u64> {
     let data = store.get(cid)?;
@@ -206,10 +212,10 @@ async fn post(
     shared: &Arc<Shared>,
     client: &ClusterClient,
     cfg: &ClusterConfig,
-    origins: &[Multiaddr],
     session: &str,
     pin: &SessionPin,
 ) -> Result<(), Stop> {
+    let origins = origins(shared).await;
     let cid: Cid = pin
         .cid
         .parse()
@@ -307,16 +313,7 @@ async fn poll(
     if free {
         // The stills go through the usual free step; the directory's own blocks go here.
         let blocks = done.blocks.clone();
-        blocking(shared, move |s| {
-            for c in blocks.iter().filter_map(|c| c.parse::<Cid>().ok()) {
-                match s.blocks.unpin(&c) {
-                    Ok(_) | Err(blockstore::Error::NotPinned(_)) => {}
-                    Err(e) => return Err(e).with_context(|| format!("unpinning {c}")),
-                }
-            }
-            Ok(())
-        })
-        .await?;
+        blocking(shared, move |s| unpin_blocks(s, &blocks, &[])).await?;
     }
     shared.mark_dirty(session);
     Ok(true)
