@@ -13,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use super::{Mode, RpicamOptions, V4l2Options};
 
 /// `[capture] source`: where stills come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Also `capture --source`'s values (clap), so config and flag name them the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// A Pi camera (WANDA's rig: the HQ camera) through `rpicam-still` / `libcamera-still`.
     #[default]
     Rpicam,
     /// A USB webcam, or any V4L2 capture device sending MJPEG, at `device`.
+    #[value(name = "v4l2")]
     V4l2,
     /// Deterministic JPEG-shaped bytes, no hardware.
     Test,
@@ -36,7 +38,7 @@ impl SourceKind {
 }
 
 /// `[capture] mode`: when stills are taken.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeKind {
     /// `count` stills, one every `interval_secs`.

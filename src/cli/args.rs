@@ -99,7 +99,7 @@ pub struct CaptureArgs {
     /// rapid: --count stills, one every --interval seconds; timed: --count stills spread evenly
     /// over --hours [default: config capture.mode, rapid]
     #[arg(long, value_enum)]
-    pub mode: Option<CaptureMode>,
+    pub mode: Option<crate::capture::ModeKind>,
     /// Seconds between stills in rapid mode, 0 or more [default: config capture.interval_secs, 0.5]
     #[arg(long, value_name = "SECS")]
     pub interval: Option<f64>,
@@ -113,7 +113,7 @@ pub struct CaptureArgs {
     /// through rpicam-still (or libcamera-still); `v4l2`: a USB webcam, or any V4L2 device that
     /// sends MJPEG, at --device; `test`: deterministic JPEG-shaped bytes, no hardware.
     #[arg(long, value_enum)]
-    pub source: Option<CaptureSource>,
+    pub source: Option<crate::capture::SourceKind>,
     /// test: bytes per still.
     #[arg(long, default_value_t = 5_000_000)]
     pub size: usize,
@@ -151,20 +151,6 @@ pub struct CaptureArgs {
     /// capture.warmup_frames, 5]
     #[arg(long, value_name = "N")]
     pub warmup_frames: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum CaptureMode {
-    Rapid,
-    Timed,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum CaptureSource {
-    Rpicam,
-    #[value(name = "v4l2")]
-    V4l2,
-    Test,
 }
 
 #[derive(Debug, Args)]

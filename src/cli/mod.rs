@@ -544,21 +544,14 @@ fn capture_settings(
     a: &args::CaptureArgs,
     base: &crate::capture::CaptureConfig,
 ) -> Result<crate::capture::CaptureConfig> {
-    use crate::capture::{self as cap, ModeKind, SourceKind};
+    use crate::capture::{self as cap, SourceKind};
     let flag = |name: &str, r: Result<(), String>| r.map_err(|m| anyhow::anyhow!("{name} {m}"));
     let mut c = base.clone();
     if let Some(s) = a.source {
-        c.source = match s {
-            args::CaptureSource::Rpicam => SourceKind::Rpicam,
-            args::CaptureSource::V4l2 => SourceKind::V4l2,
-            args::CaptureSource::Test => SourceKind::Test,
-        };
+        c.source = s;
     }
     if let Some(m) = a.mode {
-        c.mode = match m {
-            args::CaptureMode::Rapid => ModeKind::Rapid,
-            args::CaptureMode::Timed => ModeKind::Timed,
-        };
+        c.mode = m;
     }
     if let Some(v) = a.interval {
         flag("--interval", cap::check_interval_secs(v))?;
