@@ -393,6 +393,7 @@ impl Behaviour {
             let Some(p) = self.peers.get_mut(&peer) else {
                 continue;
             };
+            tracing::trace!(%peer, wants = msg.wantlist.len(), "bitswap client wants queued");
             for e in msg.wantlist {
                 // A later entry for a CID replaces an earlier one: a want
                 // after a cancel must not merge into the cancel remotely.
@@ -459,6 +460,7 @@ impl Behaviour {
             presences,
             pending_bytes: _,
         } = msg;
+        tracing::trace!(%peer, blocks = blocks.len(), presences = presences.len(), wants = wantlist.len(), full, "bitswap message in");
         if !blocks.is_empty() || !presences.is_empty() {
             let client_part = Message {
                 blocks,

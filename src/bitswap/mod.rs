@@ -119,6 +119,11 @@ pub const MAX_BLOCK_REQUESTS_PER_PEER: usize = 32;
 /// latency measure.
 pub const BLOCK_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a peer may say nothing about a want-have (1.2.0 peers answer each, asked with
+/// sendDontHave) before it is asked again; the wait doubles each time. boxo's sessions re-ask
+/// idle wants after about a second.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How often a want that nobody could serve is asked again of every
 /// connected peer (boxo's client rebroadcasts its wantlist each minute).
 pub const REBROADCAST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);

@@ -38,8 +38,8 @@ use multihash::Multihash;
 
 use super::message::{Message, PresenceType, WantEntry, WantType};
 use super::{
-    BLOCK_REQUEST_TIMEOUT, MAX_BLOCK_REQUESTS_PER_PEER, MAX_PENDING_WANTS, MAX_WANTS_IN_FLIGHT,
-    REBROADCAST_INTERVAL, RECENTLY_RECEIVED,
+    ANSWER_TIMEOUT, BLOCK_REQUEST_TIMEOUT, MAX_BLOCK_REQUESTS_PER_PEER, MAX_PENDING_WANTS,
+    MAX_WANTS_IN_FLIGHT, REBROADCAST_INTERVAL, RECENTLY_RECEIVED,
 };
 use crate::block::{verify, Block, BlockError, IDENTITY};
 
@@ -106,6 +106,9 @@ struct Want<P> {
     /// The peer asked for the block, and when.
     block_from: Option<(P, Instant)>,
     last_broadcast: Instant,
+    /// How long peers that said nothing at all get before they are asked again (doubling up to
+    /// [`REBROADCAST_INTERVAL`]).
+    silence: std::time::Duration,
 }
 
 /// What we want. `P` is the peer id.
@@ -344,6 +347,29 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
                     w.block_from = None;
                 }
             }
+            let waited = now.saturating_duration_since(w.last_broadcast);
+            if w.block_from.is_none() && w.haves.is_empty() && waited >= w.silence {
+                // A 1.2.0 peer answers every want-have (HAVE, DONT_HAVE or the block): one
+                // that said nothing lost the want (a message dropped with a stream, or a
+                // wantlist it could not take). Ask it again rather than wait a minute.
+                let silent: Vec<P> = self
+                    .connected
+                    .iter()
+                    .filter(|p| w.asked.contains(*p) && !w.dont_haves.contains(*p))
+                    .cloned()
+                    .collect();
+                if waited < REBROADCAST_INTERVAL && !silent.is_empty() {
+                    w.last_broadcast = now;
+                    w.silence = (w.silence * 2).min(REBROADCAST_INTERVAL);
+                    for p in silent {
+                        actions.push(ClientAction::WantHave {
+                            peer: p,
+                            cid: w.cid,
+                        });
+                    }
+                    continue;
+                }
+            }
             if w.block_from.is_none()
                 && w.haves.is_empty()
                 && now.saturating_duration_since(w.last_broadcast) >= REBROADCAST_INTERVAL
@@ -369,7 +395,18 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
             .values()
             .map(|w| match &w.block_from {
                 Some((_, at)) => *at + BLOCK_REQUEST_TIMEOUT,
-                None => w.last_broadcast + REBROADCAST_INTERVAL,
+                None => {
+                    let silent = w
+                        .asked
+                        .iter()
+                        .any(|p| self.connected.contains(p) && !w.dont_haves.contains(p));
+                    let wait = if silent && w.haves.is_empty() {
+                        w.silence
+                    } else {
+                        REBROADCAST_INTERVAL
+                    };
+                    w.last_broadcast + wait
+                }
             })
             .min()
     }
@@ -394,6 +431,7 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
                 dont_haves: BTreeSet::new(),
                 block_from: None,
                 last_broadcast: now,
+                silence: ANSWER_TIMEOUT,
             },
         );
         actions
@@ -675,6 +713,31 @@ mod tests {
         let again = w.on_tick(t + REBROADCAST_INTERVAL);
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|a| matches!(a, WantHave { .. })));
+    }
+
+    #[test]
+    fn a_peer_that_says_nothing_is_asked_again_sooner_each_time_less() {
+        let (mut w, t) = setup(&[1, 2]);
+        let _ = w.want(cid(1), t).unwrap();
+        // Peer 2 answers; peer 1's want was lost.
+        assert!(w
+            .on_presence(&2, &cid(1), PresenceType::DontHave, t)
+            .is_empty());
+        assert_eq!(w.next_deadline(), Some(t + ANSWER_TIMEOUT));
+        assert!(w.on_tick(t + ANSWER_TIMEOUT / 2).is_empty());
+        let again = w.on_tick(t + ANSWER_TIMEOUT);
+        assert!(
+            matches!(again.as_slice(), [WantHave { peer: 1, .. }]),
+            "only the silent peer: {again:?}"
+        );
+        // Then after twice as long.
+        let t2 = t + ANSWER_TIMEOUT;
+        assert!(w.on_tick(t2 + ANSWER_TIMEOUT).is_empty());
+        assert_eq!(w.on_tick(t2 + ANSWER_TIMEOUT * 2).len(), 1);
+        // Once it answers, only the minute's rebroadcast is left.
+        let _ = w.on_presence(&1, &cid(1), PresenceType::DontHave, t2);
+        let t3 = t2 + ANSWER_TIMEOUT * 2;
+        assert_eq!(w.next_deadline(), Some(t3 + REBROADCAST_INTERVAL));
     }
 
     #[test]
