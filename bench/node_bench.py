@@ -144,7 +144,8 @@ class Daemon:
         self.log = open(log, "ab")
         t0 = time.perf_counter()
         self.p = subprocess.Popen(
-            [wanda, "--repo", repo, "daemon", "--no-mdns", "--listen", LOOPBACK_TCP, "--api", LOOPBACK_TCP],
+            [wanda, "--repo", repo, "daemon", "--no-mdns", "--listen", LOOPBACK_TCP, "--api", LOOPBACK_TCP,
+             "--gateway", LOOPBACK_TCP],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.lines = Lines(self.p.stdout)
         self.addrs = []

@@ -125,6 +125,7 @@ fn start_daemon(repo: &Path, captures: &Path, cluster: &str, log: &Path) -> Chil
     let mut child = Command::new(env!("CARGO_BIN_EXE_wanda-ipfs"))
         .args(["daemon", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(["--api", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--gateway", "/ip4/127.0.0.1/tcp/0"])
         .env("WANDA_IPFS_PATH", repo)
         .env("WANDA_CAPTURES_DIR", captures)
         .env("IPFS_CLUSTER_API", cluster)

@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
+    pub gateway: crate::gateway::GatewayConfig,
+    #[serde(default)]
     pub capture: crate::capture::CaptureConfig,
     #[serde(default)]
     pub pipeline: crate::pipeline::PipelineConfig,
@@ -298,9 +300,19 @@ pub struct PeeringConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// A loopback TCP multiaddr. Default `/ip4/127.0.0.1/tcp/5001`, Kubo's.
+    /// A TCP multiaddr. Default `/ip4/127.0.0.1/tcp/5001`, Kubo's. Anything but loopback
+    /// needs `token`.
     #[serde(default = "default_api_address")]
     pub address: String,
+    /// A secret that every changing request must carry as `Authorization: Bearer <token>`
+    /// (adding, pinning, connecting, starting a capture). Reads of content by CID and the
+    /// status pages stay public. Default: none, which is allowed on loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Web origins (e.g. `http://wanda.local:5000`, WANDA's own app) allowed to call the API
+    /// from a browser (CORS). Default none: only the daemon's own page.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 /// Default of `api.address`.
@@ -314,6 +326,8 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             address: default_api_address(),
+            token: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -379,6 +393,7 @@ impl Config {
                 "swarm: idle_timeout_secs must be at least 1".into(),
             ));
         }
+        self.gateway.validate().map_err(Error::Invalid)?;
         self.capture.validate().map_err(Error::Invalid)?;
         self.pipeline.validate().map_err(Error::Invalid)?;
         self.cluster
@@ -432,7 +447,12 @@ fn apply_env(table: &mut toml::Table, env: &impl Fn(&str) -> Option<String>) -> 
             key.to_uppercase()
         );
         let Some(raw) = env(&name) else { continue };
-        let value = parse_env_value(&raw);
+        // Secrets are strings whatever they look like: a token of digits is not a number.
+        let value = if key.ends_with("token") || key.ends_with("password") {
+            toml::Value::String(raw)
+        } else {
+            parse_env_value(&raw)
+        };
         tracing::debug!(%name, "config overridden from the environment");
         set_key(table, &section, &key, value)?;
     }

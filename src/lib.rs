@@ -4,6 +4,7 @@
 //! ([`unixfs`]), named by [`block`], kept in the [`blockstore`], moved as CAR
 //! files by [`car`], and driven from the command line by [`cli`].
 
+pub mod api;
 pub mod bitswap;
 pub mod block;
 pub mod blockstore;
@@ -12,6 +13,7 @@ pub mod car;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod gateway;
 pub mod repo;
 pub mod session;
 pub mod unixfs;

@@ -20,6 +20,8 @@ pub use fs::{
     BlockIter, BlockWriter, FsBlockstore, GcReport, ImportGuard, PinMode, Stat, VerifyReport,
     MAX_BLOCK_BYTES,
 };
+/// The version of the metadata schema, which is the repo format's version.
+pub(crate) use meta::SCHEMA_VERSION;
 
 /// Errors of block storage.
 #[derive(Debug, thiserror::Error)]

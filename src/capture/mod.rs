@@ -11,6 +11,7 @@
 //! schedule, and the camera settings, for `wanda-ipfs capture` to start from.
 
 mod config;
+pub mod control;
 mod rpicam;
 mod test_source;
 mod v4l2;

@@ -166,6 +166,10 @@ pub struct DaemonArgs {
     /// /ip4/127.0.0.1/tcp/5001] [Kubo: Addresses.API]
     #[arg(long, value_name = "MULTIADDR")]
     pub api: Option<String>,
+    /// Serve the read-only HTTP gateway (/ipfs/<cid>) on this TCP multiaddr, any interface
+    /// [default: config gateway.address, /ip4/127.0.0.1/tcp/8080] [Kubo: Addresses.Gateway]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub gateway: Option<String>,
     /// Watch this captures folder (the WANDA app's <session name>/image_NNNN.jpg) and import
     /// each still once it is complete; pins go to [cluster] api when set [default: config
     /// pipeline.captures_dir, env WANDA_CAPTURES_DIR]

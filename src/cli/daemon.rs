@@ -2,9 +2,10 @@
 //!
 //! Output is Kubo-like on stdout, one line per event, so scripts and tests can read it:
 //! `Swarm listening on <addr>/p2p/<id>` per listen address, `RPC API server listening on <addr>`,
-//! then `Daemon is ready`. Lifecycle (moonfire-nvr's run command): the first SIGINT/SIGTERM starts
-//! a graceful stop and says that a second one forces it; the `api` file is removed on every exit
-//! path we control; the repo lock goes with the process.
+//! `Gateway server listening on <addr>`, then `Daemon is ready`. Lifecycle (moonfire-nvr's run
+//! command): the first SIGINT/SIGTERM starts a graceful stop and says that a second one forces
+//! it; the `api` file is removed on every exit path we control; the repo lock goes with the
+//! process.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,8 +15,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::args::DaemonArgs;
+use crate::api::{self, server::ApiServer};
+use crate::capture::control::CaptureControl;
 use crate::cluster::ClusterClient;
+use crate::gateway::GatewayServer;
 use crate::node::{self, rpc, NodeConfig};
+use crate::pipeline::events::Events;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::repo::{self, Repo};
 use crate::session::{self, SessionStore};
@@ -60,7 +65,12 @@ pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> 
     }
     let api = args.api.as_deref().unwrap_or(&repo.config.api.address);
     let api = node::parse_multiaddr("API address", api)?;
-    rpc::check_address(&api)?;
+    api::server::check(&api, &repo.config.api)?;
+    let mut gateway = repo.config.gateway.clone();
+    if let Some(a) = &args.gateway {
+        gateway.address = a.clone();
+    }
+    gateway.validate().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,7 +79,7 @@ pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> 
     if let Some(dir) = &args.watch {
         pipeline.captures_dir = dir.to_string_lossy().into_owned();
     }
-    let result = rt.block_on(serve(&repo, key, cfg, api, pipeline));
+    let result = rt.block_on(serve(&repo, key, cfg, api, pipeline, gateway));
     // Whatever happened, a file naming a server that is gone would only mislead.
     if let Err(e) = rpc::remove_api_file(repo.path()) {
         tracing::warn!("{e}");
@@ -101,17 +111,17 @@ fn fix_mmap_threshold() {
     }
 }
 
-/// Opens the session store and starts the capture pipeline (ingest when a captures folder is
-/// set, cluster pinning when a cluster is).
+/// Starts the capture pipeline (ingest when a captures folder is set, cluster pinning when a
+/// cluster is).
 fn start_pipeline(
     repo: &Repo,
     node: &node::Node,
+    sessions: SessionStore,
     cfg: PipelineConfig,
+    cluster: Option<(ClusterClient, crate::cluster::ClusterConfig)>,
+    events: Events,
     stop: watch::Receiver<bool>,
 ) -> Result<Pipeline> {
-    let sessions = SessionStore::open(&repo.path().join(session::SESSIONS_DB))?;
-    let cluster =
-        ClusterClient::from_config(&repo.config.cluster)?.map(|c| (c, repo.config.cluster.clone()));
     if let Some(dir) = cfg.captures_dir() {
         println!("Watching captures in {}", dir.display());
     }
@@ -125,6 +135,7 @@ fn start_pipeline(
         import,
         cfg,
         cluster,
+        events,
         stop,
     ))
 }
@@ -135,6 +146,7 @@ async fn serve(
     cfg: NodeConfig,
     api: libp2p::Multiaddr,
     pipeline_cfg: PipelineConfig,
+    gateway: crate::gateway::GatewayConfig,
 ) -> Result<()> {
     let peer = key.public().to_peer_id();
     let listen = cfg.listen.clone();
@@ -150,13 +162,49 @@ async fn serve(
     for a in &addrs {
         println!("Swarm listening on {a}/p2p/{peer}");
     }
-    let server = rpc::ApiServer::bind(&api).await?;
+    let sessions = SessionStore::open(&repo.path().join(session::SESSIONS_DB))?;
+    let cluster =
+        ClusterClient::from_config(&repo.config.cluster)?.map(|c| (c, repo.config.cluster.clone()));
+    let events = Events::new();
+    let capture = CaptureControl::new(
+        pipeline_cfg.captures_dir(),
+        repo.config.capture.clone(),
+        events.clone(),
+    );
+    let app = rpc::router(node.clone(), repo.config.import.clone())
+        .merge(api::gateway_routes(crate::gateway::router(
+            node.clone(),
+            gateway.clone(),
+        )))
+        .merge(api::router(api::ApiContext {
+            node: node.clone(),
+            sessions: sessions.clone(),
+            events: events.clone(),
+            capture: capture.clone(),
+            cluster: cluster.clone(),
+            pipeline: pipeline_cfg.clone(),
+            repo: repo.path().to_path_buf(),
+            stop: stopped.clone(),
+        }));
+    let server = ApiServer::bind(&api, &repo.config.api).await?;
     let api_addr = server.multiaddr();
-    let server_task =
-        tokio::spawn(server.serve(node.clone(), repo.config.import.clone(), stopped.clone()));
-    let pipeline = start_pipeline(repo, &node, pipeline_cfg, stopped.clone())?;
+    let server_task = tokio::spawn(server.serve(app, stopped.clone()));
+    let gateway_server =
+        GatewayServer::bind(&node::parse_multiaddr("gateway address", &gateway.address)?).await?;
+    let gateway_addr = gateway_server.multiaddr();
+    let gateway_task = tokio::spawn(gateway_server.serve(node.clone(), gateway, stopped.clone()));
+    let pipeline = start_pipeline(
+        repo,
+        &node,
+        sessions,
+        pipeline_cfg,
+        cluster,
+        events,
+        stopped.clone(),
+    )?;
     rpc::write_api_file(repo.path(), &api_addr)?;
     println!("RPC API server listening on {api_addr}");
+    println!("Gateway server listening on {gateway_addr}");
     println!("Daemon is ready");
     tracing::info!(%peer, "daemon ready");
 
@@ -177,10 +225,15 @@ async fn serve(
         std::process::exit(FORCED_EXIT);
     });
     let _ = stop.send(true);
+    // A capture under way ends after its current still, before the pipeline stops.
+    let _ = tokio::task::spawn_blocking(move || capture.shutdown(SHUTDOWN_TIMEOUT / 2)).await;
     // The RPC first, so no request reaches a stopping node; then the node.
     let graceful = async {
         pipeline.join().await;
         let served = server_task.await;
+        if let Ok(Err(e)) = gateway_task.await {
+            tracing::warn!("{e}");
+        }
         let _ = node_task.await;
         served
     };

@@ -483,7 +483,7 @@ fn dag(d: DagCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
 }
 
 fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Result<()> {
-    use crate::capture::{run_session, SourceKind, TestSource};
+    use crate::capture::run_session;
     let file = config.map_or_else(|| repo_path.join(repo::CONFIG_FILE), Path::to_path_buf);
     let cfg = Config::load(&file, env_var)?;
     let dir = match a.dir.clone() {
@@ -506,15 +506,7 @@ fn capture(a: args::CaptureArgs, config: Option<&Path>, repo_path: &Path) -> Res
         );
     }
     let mode = settings.schedule().map_err(anyhow::Error::msg)?;
-    let mut source: Box<dyn crate::capture::Source> = match settings.source {
-        SourceKind::Test => Box::new(TestSource::new(a.size, a.seed)),
-        SourceKind::Rpicam => Box::new(crate::capture::RpicamSource::new(
-            &settings.rpicam_options(),
-        )?),
-        SourceKind::V4l2 => Box::new(crate::capture::V4l2Source::open(
-            &settings.v4l2_options().map_err(anyhow::Error::msg)?,
-        )?),
-    };
+    let mut source = crate::capture::control::open_test_or(&settings, a.size, a.seed)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();

@@ -164,15 +164,24 @@ pub(super) fn add(c: &RpcClient, a: &super::args::AddArgs, show_progress: bool) 
     let mut pending = Vec::new();
     let mut root: Option<String> = None;
     let mut bad_line: Option<String> = None;
+    // Progress lines count each file's own bytes (as Kubo's); the bar counts the whole upload.
+    let mut finished_files = 0u64;
+    let mut current: Option<(String, u64)> = None;
     let mut on_line = |line: &[u8]| {
         let Ok(ev) = serde_json::from_slice::<AddEvent>(line) else {
             bad_line.get_or_insert_with(|| String::from_utf8_lossy(line).into_owned());
             return;
         };
         let Some(hash) = ev.hash else {
-            if let Some(n) = ev.bytes {
-                bar.set(n);
+            let n = ev.bytes.unwrap_or(0);
+            match &mut current {
+                Some((name, bytes)) if *name == ev.name => *bytes = n,
+                _ => {
+                    finished_files += current.take().map_or(0, |(_, b)| b);
+                    current = Some((ev.name, n));
+                }
             }
+            bar.set(finished_files + n);
             return;
         };
         if ev.name.is_empty() || !ev.name.contains('/') {

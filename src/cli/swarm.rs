@@ -11,7 +11,15 @@ use crate::node::IdInfo;
 
 /// The running daemon of this repo, if any (a stale `api` file counts as none).
 pub(super) fn daemon(repo_path: &Path) -> Result<Option<RpcClient>> {
-    RpcClient::discover(repo_path).context("looking for a running daemon")
+    let Some(c) = RpcClient::discover(repo_path).context("looking for a running daemon")? else {
+        return Ok(None);
+    };
+    // The daemon's token, if it has one, from the repo's config (or WANDA_API_TOKEN).
+    let file = repo_path.join(crate::repo::CONFIG_FILE);
+    let token = crate::config::Config::load(&file, super::env_var)
+        .ok()
+        .and_then(|c| c.api.token);
+    Ok(Some(c.with_token(token)))
 }
 
 /// A small runtime for one RPC call from the synchronous CLI.

@@ -10,13 +10,14 @@
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use axum::extract::{Multipart, Query, State};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::content::{stream_body, stream_headers, BodyWriter};
 use super::rpc::ApiError;
@@ -31,26 +32,62 @@ use crate::unixfs::{file, ImportOptions};
 const PART_QUEUE: usize = 16;
 /// Longest symlink target accepted (Linux's PATH_MAX).
 const MAX_SYMLINK_TARGET: usize = 4096;
-/// Progress lines are sent at most this often, in bytes of file content.
-const PROGRESS_EVERY: u64 = 4 << 20;
+/// A progress line per this many bytes of a file, and one at its end (Kubo's
+/// `progressReaderIncrement`).
+const PROGRESS_EVERY: u64 = 256 << 10;
 
-/// `add`'s query arguments, with Kubo's names.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(super) struct AddQuery {
-    cid_version: Option<u64>,
-    raw_leaves: Option<bool>,
-    chunker: Option<String>,
-    #[serde(default)]
-    trickle: bool,
-    hash: Option<String>,
-    #[serde(default)]
-    only_hash: bool,
-    pin: Option<bool>,
-    #[serde(default)]
-    wrap_with_directory: bool,
-    #[serde(default)]
-    progress: bool,
+/// `add`'s options, with Kubo's names and Go's value syntax (`pin=True` from Python is true).
+/// `quiet`/`quieter` only shape the CLI's printing, in Kubo too, so the server ignores them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AddQuery {
+    pub cid_version: Option<u64>,
+    pub raw_leaves: Option<bool>,
+    pub chunker: Option<String>,
+    pub trickle: bool,
+    pub hash: Option<String>,
+    pub only_hash: bool,
+    pub pin: bool,
+    pub wrap_with_directory: bool,
+    pub progress: bool,
+    /// No lines for files and symlinks (directories are still reported), as Kubo's `--silent`.
+    pub silent: bool,
+}
+
+impl AddQuery {
+    pub fn from_params(p: &super::query::Params) -> Result<AddQuery, String> {
+        let flag = |name| p.bool(name).map(|v| v.unwrap_or(false));
+        // Kubo features wanda-ipfs does not have: refused, never silently ignored.
+        for (name, why) in [
+            ("nocopy", "there is no filestore"),
+            ("fscache", "there is no filestore"),
+            ("inline", "inlined CIDs are not supported"),
+        ] {
+            if flag(name)? {
+                return Err(format!("add: {name} is not supported ({why})"));
+            }
+        }
+        if p.string("to-files")?.is_some() {
+            return Err("add: to-files is not supported (there is no MFS)".into());
+        }
+        let cid_version = match p.int("cid-version")? {
+            None => None,
+            Some(v) => {
+                Some(u64::try_from(v).map_err(|_| format!("unknown CID version {v}: use 0 or 1"))?)
+            }
+        };
+        Ok(AddQuery {
+            cid_version,
+            raw_leaves: p.bool("raw-leaves")?,
+            chunker: p.string("chunker")?.map(str::to_string),
+            trickle: flag("trickle")?,
+            hash: p.string("hash")?.map(str::to_string),
+            only_hash: flag("only-hash")?,
+            pin: p.bool("pin")?.unwrap_or(true),
+            wrap_with_directory: flag("wrap-with-directory")?,
+            progress: flag("progress")?,
+            silent: flag("silent")?,
+        })
+    }
 }
 
 /// One NDJSON line of `add`'s answer.
@@ -89,9 +126,20 @@ enum Part {
 pub(super) async fn add(
     State(node): State<Node>,
     Extension(import): Extension<Arc<ImportConfig>>,
-    Query(q): Query<AddQuery>,
-    mut upload: Multipart,
+    RawQuery(raw): RawQuery,
+    upload: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let mut upload = upload.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "malformed multipart upload: {}: send multipart/form-data, one part per file",
+                e.body_text()
+            ),
+        )
+    })?;
+    let q = AddQuery::from_params(&super::query::params(raw.as_deref())?)
+        .map_err(super::query::bad_request)?;
     let opts = import
         .with_overrides(&AddOverrides {
             cid_version: q.cid_version,
@@ -104,19 +152,27 @@ pub(super) async fn add(
         })
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (tx, rx) = mpsc::channel(PART_QUEUE);
+    let (ready_tx, ready) = oneshot::channel();
     tokio::spawn(async move {
-        if let Err(e) = feed(&mut upload, &tx).await {
+        if let Err(e) = feed(&mut upload, &tx, ready_tx).await {
             let _ = tx.send(Part::Abort(e)).await;
         }
     });
+    // A body that is not multipart at all, or has no file, is answered 400 before anything is
+    // imported; a break later on can only be reported in the stream's trailer.
+    ready
+        .await
+        .map_err(|_| ApiError::internal("the upload reader stopped"))?
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let (body, out) = stream_body();
     let store = (!q.only_hash).then(|| node.store().clone());
     let job = Import {
         node: node.clone(),
         opts,
         store,
-        pin: q.pin.unwrap_or(true),
+        pin: q.pin,
         progress: q.progress,
+        silent: q.silent,
     };
     tokio::task::spawn_blocking(move || job.run(rx, out));
     let mut resp = Response::new(body);
@@ -126,22 +182,36 @@ pub(super) async fn add(
     Ok(resp)
 }
 
-/// Reads the multipart body into parts for the importer.
-async fn feed(upload: &mut Multipart, tx: &mpsc::Sender<Part>) -> Result<(), String> {
+/// Reads the multipart body into parts for the importer. Whether the first part's header reads
+/// well goes to `ready` (so that failure is a 400), everything later to the importer.
+async fn feed(
+    upload: &mut Multipart,
+    tx: &mpsc::Sender<Part>,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> Result<(), String> {
     let gone = |_| "the import stopped".to_string();
-    while let Some(mut field) = upload
-        .next_field()
-        .await
-        .map_err(|e| format!("malformed multipart upload: {e}"))?
-    {
-        let name = field
-            .file_name()
-            .ok_or("a multipart part has no filename: name each part by its path")?;
-        let path = query_unescape(name)?;
-        let kind = match field.content_type() {
-            Some("application/x-directory") => Kind::Dir,
-            Some("application/symlink") => Kind::Symlink,
-            _ => Kind::File,
+    let mut ready = Some(ready);
+    loop {
+        let next = upload
+            .next_field()
+            .await
+            .map_err(|e| format!("malformed multipart upload: {e}"));
+        let begun = match next {
+            Ok(Some(field)) => part_header(&field).map(|h| Some((field, h))),
+            // Kubo's message for an upload without files.
+            Ok(None) if ready.is_some() => Err("file argument 'path' is required".to_string()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Some(r) = ready.take() {
+            let _ = r.send(begun.as_ref().map(drop).map_err(Clone::clone));
+            if begun.is_err() {
+                // Answered as the request's error; nothing was imported.
+                return Ok(());
+            }
+        }
+        let Some((mut field, (path, kind))) = begun? else {
+            return Ok(());
         };
         tx.send(Part::Begin { path, kind }).await.map_err(gone)?;
         while let Some(chunk) = field
@@ -153,7 +223,20 @@ async fn feed(upload: &mut Multipart, tx: &mpsc::Sender<Part>) -> Result<(), Str
         }
         tx.send(Part::End).await.map_err(gone)?;
     }
-    Ok(())
+}
+
+/// A part's path and kind, from its filename and content type.
+fn part_header(field: &axum::extract::multipart::Field<'_>) -> Result<(String, Kind), String> {
+    let name = field
+        .file_name()
+        .ok_or("a multipart part has no filename: name each part by its path")?;
+    let path = query_unescape(name)?;
+    let kind = match field.content_type() {
+        Some("application/x-directory") => Kind::Dir,
+        Some("application/symlink") => Kind::Symlink,
+        _ => Kind::File,
+    };
+    Ok((path, kind))
 }
 
 /// Go's `url.QueryUnescape`, which Kubo applies to part names (`+` is a space).
@@ -203,6 +286,7 @@ struct Import {
     store: Option<FsBlockstore>,
     pin: bool,
     progress: bool,
+    silent: bool,
 }
 
 impl Import {
@@ -235,8 +319,6 @@ impl Import {
                 bytes: None,
             });
         };
-        let mut done_bytes = 0u64;
-        let mut next_report = PROGRESS_EVERY;
         loop {
             let (path, kind) = match rx.blocking_recv() {
                 None => break,
@@ -268,23 +350,31 @@ impl Import {
                         .map_err(|e| format!("{path}: {e}"))?;
                     tree.add_node(&path, n.cid, n.tsize)
                         .map_err(|e| e.to_string())?;
-                    emit(&AddedEntry {
-                        path,
-                        cid: n.cid,
-                        size: n.tsize,
-                    });
+                    if !self.silent {
+                        emit(&AddedEntry {
+                            path,
+                            cid: n.cid,
+                            size: n.tsize,
+                        });
+                    }
                 }
                 Kind::File => {
                     let mut reader = PartReader::new(&mut rx);
+                    // As Kubo: this file's bytes so far, every PROGRESS_EVERY and at its end
+                    // (a zero count is left out of the line, as Go's omitempty does).
+                    let report = |n: u64| {
+                        lines.borrow_mut().send(&AddEvent {
+                            name: path.clone(),
+                            hash: None,
+                            size: None,
+                            bytes: (n > 0).then_some(n),
+                        })
+                    };
+                    let mut reported = 0u64;
                     let mut on_progress = |n: u64| {
-                        if self.progress && done_bytes + n >= next_report {
-                            next_report = done_bytes + n + PROGRESS_EVERY;
-                            lines.borrow_mut().send(&AddEvent {
-                                name: path.clone(),
-                                hash: None,
-                                size: None,
-                                bytes: Some(done_bytes + n),
-                            });
+                        if self.progress && n >= reported + PROGRESS_EVERY {
+                            reported = n;
+                            report(n);
                         }
                     };
                     let f = file::import_file(&self.opts, &mut reader, sink, &mut on_progress)
@@ -292,14 +382,25 @@ impl Import {
                             Some(why) => why,
                             None => format!("{path}: {e}"),
                         })?;
-                    done_bytes += f.file_size;
+                    if self.progress {
+                        report(f.file_size);
+                    }
+                    // A nameless part (raw bytes from the JS client, stdin) is named by its CID,
+                    // as Kubo's adder names it.
+                    let path = if path.is_empty() {
+                        f.cid.to_string()
+                    } else {
+                        path
+                    };
                     tree.add_node(&path, f.cid, f.tsize)
                         .map_err(|e| e.to_string())?;
-                    emit(&AddedEntry {
-                        path,
-                        cid: f.cid,
-                        size: f.tsize,
-                    });
+                    if !self.silent {
+                        emit(&AddedEntry {
+                            path,
+                            cid: f.cid,
+                            size: f.tsize,
+                        });
+                    }
                 }
             }
             if let Some(e) = lines.borrow_mut().err.take() {
@@ -416,6 +517,41 @@ impl Read for PartReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_options_parse_as_kubo_clients_send_them() {
+        let parse =
+            |q: &str| AddQuery::from_params(&crate::node::query::Params::parse(Some(q)).unwrap());
+        // What Python's ipfshttpclient 0.7.0 sends for `add(path)`.
+        let py = parse(
+            "stream-channels=true&trickle=False&only-hash=False&wrap-with-directory=False\
+             &pin=True&raw-leaves=False&nocopy=False",
+        )
+        .unwrap();
+        assert_eq!(
+            py,
+            AddQuery {
+                raw_leaves: Some(false),
+                pin: true,
+                ..AddQuery::default()
+            }
+        );
+        let js =
+            parse("stream-channels=true&progress=false&cid-version=1&chunker=size-1024").unwrap();
+        assert_eq!(js.cid_version, Some(1));
+        assert_eq!(js.chunker.as_deref(), Some("size-1024"));
+        assert!(js.pin, "pinned by default");
+        assert!(!js.progress);
+        assert!(parse("pin=false&silent&quieter=true")
+            .map(|q| !q.pin && q.silent)
+            .unwrap());
+        for refused in ["nocopy=true", "inline=1", "fscache=true", "to-files=/x"] {
+            let e = parse(refused).unwrap_err();
+            assert!(e.contains("not supported"), "{refused}: {e}");
+        }
+        assert!(parse("cid-version=-1").is_err());
+        assert!(parse("trickle=yes").unwrap_err().contains("\"-trickle\""));
+    }
 
     #[test]
     fn unescapes_part_names_as_go_does() {

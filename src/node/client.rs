@@ -54,6 +54,8 @@ pub enum Error {
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     addr: SocketAddr,
+    /// `[api] token`, sent as a Bearer token when the daemon has one.
+    token: Option<String>,
 }
 
 impl RpcClient {
@@ -78,7 +80,7 @@ impl RpcClient {
         let m: Multiaddr = text.trim().parse().map_err(|e| bad(format!("{e}")))?;
         let addr = rpc::socket_addr(&m).map_err(|e| bad(e.to_string()))?;
         match std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
-            Ok(_) => Ok(Some(RpcClient { addr })),
+            Ok(_) => Ok(Some(RpcClient { addr, token: None })),
             Err(e) => {
                 tracing::debug!(path = %path.display(), %addr, error = %e,
                     "stale api file (left by a daemon that did not exit cleanly); going offline");
@@ -89,7 +91,20 @@ impl RpcClient {
 
     /// A client for a known address (tests, or a daemon on another repo).
     pub fn new(addr: SocketAddr) -> RpcClient {
-        RpcClient { addr }
+        RpcClient { addr, token: None }
+    }
+
+    /// Sends `token` with every request (the daemon's `[api] token`).
+    pub fn with_token(mut self, token: Option<String>) -> RpcClient {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    fn authorize(&self, req: hyper::http::request::Builder) -> hyper::http::request::Builder {
+        match &self.token {
+            Some(t) => req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}")),
+            None => req,
+        }
     }
 
     /// POSTs `path_and_query` with an empty body and decodes the JSON answer.
@@ -144,8 +159,8 @@ impl RpcClient {
             source,
         };
         let (mut sender, driver) = self.open(p).await?;
-        let req = hyper::Request::post(pq)
-            .header(hyper::header::HOST, self.addr.to_string())
+        let req = self
+            .authorize(hyper::Request::post(pq).header(hyper::header::HOST, self.addr.to_string()))
             .body(Empty::<Bytes>::new())
             .map_err(|e| Error::Decode {
                 path: p.to_string(),
@@ -202,7 +217,8 @@ impl RpcClient {
             reason,
         };
         let (mut sender, driver) = self.open(&p).await?;
-        let mut req = hyper::Request::post(path_and_query)
+        let mut req = self
+            .authorize(hyper::Request::post(path_and_query))
             .header(hyper::header::HOST, self.addr.to_string())
             // Without it hyper's server drops trailers, and with them the stream's error.
             .header(hyper::header::TE, "trailers");
@@ -337,11 +353,15 @@ mod tests {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(node_loop.run(stopped.clone()));
         node.listen(cfg.listen.clone()).await.unwrap();
-        let server = rpc::ApiServer::bind(&"/ip4/127.0.0.1/tcp/0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = crate::api::server::ApiServer::bind(
+            &"/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+            &crate::config::ApiConfig::default(),
+        )
+        .await
+        .unwrap();
         let addr = rpc::socket_addr(&server.multiaddr()).unwrap();
-        let srv = tokio::spawn(server.serve(node.clone(), Default::default(), stopped));
+        let app = rpc::router(node.clone(), Default::default());
+        let srv = tokio::spawn(server.serve(app, stopped));
         let c = RpcClient::new(addr);
         let id = c.id().await.unwrap();
         assert_eq!(id.id, key.public().to_peer_id().to_base58());

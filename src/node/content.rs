@@ -7,7 +7,6 @@
 //! `X-Stream-Error` trailer; `cat` also sends `X-Content-Length` up front, so a client can tell
 //! a cut-short stream from a finished one even without trailers.
 
-use std::convert::Infallible;
 use std::io::{self, Write};
 
 use axum::body::Body;
@@ -170,7 +169,7 @@ pub(super) fn stream_headers(h: &mut HeaderMap, content_type: &'static str) {
 }
 
 /// Fetches the DAG in the background; the handle stops it.
-fn prefetch(node: &Node, cid: Cid) -> tokio::task::AbortHandle {
+pub(crate) fn prefetch(node: &Node, cid: Cid) -> tokio::task::AbortHandle {
     let node = node.clone();
     tokio::spawn(async move {
         if let Err(e) = fetch_dag(&node, cid).await {
@@ -180,15 +179,30 @@ fn prefetch(node: &Node, cid: Cid) -> tokio::task::AbortHandle {
     .abort_handle()
 }
 
-/// A response body fed by a blocking writer.
+/// How a [`BodyWriter`] reports a failure after the status line went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnFailure {
+    /// Kubo's RPC: an `X-Stream-Error` trailer; the chunked body itself ends normally.
+    Trailer,
+    /// The gateway: the body errors, so hyper cuts the connection without the final chunk (or
+    /// short of `Content-Length`) and no client can take the stream for a whole one.
+    Abort,
+}
+
+/// A response body fed by a blocking writer; failures reported in a trailer.
 pub(super) fn stream_body() -> (Body, BodyWriter) {
-    let (tx, rx) = mpsc::channel::<Frame<Bytes>>(QUEUE);
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|f| (Ok::<_, Infallible>(f), rx))
-    });
+    stream_body_with(OnFailure::Trailer)
+}
+
+/// A response body fed by a blocking writer.
+pub(crate) fn stream_body_with(on_failure: OnFailure) -> (Body, BodyWriter) {
+    let (tx, rx) = mpsc::channel::<io::Result<Frame<Bytes>>>(QUEUE);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     let w = BodyWriter {
         tx: Some(tx),
         buf: BytesMut::new(),
+        on_failure,
     };
     (Body::new(StreamBody::new(stream)), w)
 }
@@ -196,20 +210,22 @@ pub(super) fn stream_body() -> (Body, BodyWriter) {
 /// The blocking side of [`stream_body`]. Dropped without [`BodyWriter::finish`] (the archive
 /// writer failed), it reports a generic error so the client never takes a cut stream for a whole
 /// one.
-pub(super) struct BodyWriter {
-    tx: Option<mpsc::Sender<Frame<Bytes>>>,
+pub(crate) struct BodyWriter {
+    tx: Option<mpsc::Sender<io::Result<Frame<Bytes>>>>,
     buf: BytesMut,
+    on_failure: OnFailure,
 }
 
 impl BodyWriter {
-    fn send(&mut self, frame: Frame<Bytes>) -> io::Result<()> {
+    fn send(&mut self, frame: io::Result<Frame<Bytes>>) -> io::Result<()> {
         let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the client went away");
         let tx = self.tx.as_ref().ok_or_else(gone)?;
         tx.blocking_send(frame).map_err(|_| gone())
     }
 
-    /// Ends the body: the rest of the data, then the error trailer if `result` is one.
-    pub(super) fn finish(mut self, result: Result<(), String>) {
+    /// Ends the body: the rest of the data, then the failure (see [`OnFailure`]) if `result` is
+    /// one.
+    pub(crate) fn finish(mut self, result: Result<(), String>) {
         let r = result.and_then(|()| self.flush().map_err(|e| e.to_string()));
         if let Err(message) = r {
             self.fail(&message);
@@ -218,6 +234,10 @@ impl BodyWriter {
     }
 
     fn fail(&mut self, message: &str) {
+        if self.on_failure == OnFailure::Abort {
+            let _ = self.send(Err(io::Error::other(message.to_string())));
+            return;
+        }
         let mut t = HeaderMap::new();
         // Header values cannot hold newlines or other controls.
         let clean: String = message
@@ -228,7 +248,7 @@ impl BodyWriter {
             STREAM_ERROR,
             HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("stream failed")),
         );
-        let _ = self.send(Frame::trailers(t));
+        let _ = self.send(Ok(Frame::trailers(t)));
     }
 }
 
@@ -237,7 +257,7 @@ impl Write for BodyWriter {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= CHUNK {
             let chunk = self.buf.split().freeze();
-            self.send(Frame::data(chunk))?;
+            self.send(Ok(Frame::data(chunk)))?;
         }
         Ok(data.len())
     }
@@ -245,7 +265,7 @@ impl Write for BodyWriter {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             let chunk = self.buf.split().freeze();
-            self.send(Frame::data(chunk))?;
+            self.send(Ok(Frame::data(chunk)))?;
         }
         Ok(())
     }

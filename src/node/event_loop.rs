@@ -22,7 +22,7 @@ use super::behaviour::{Behaviour, BehaviourEvent};
 use super::handle::Command;
 use super::peering::Source;
 use super::store_writer::{StoreWriter, Stored};
-use super::{Error, IdInfo, NodeConfig, PeerIdentify, PeerInfo};
+use super::{Error, IdInfo, MdnsPeer, NodeConfig, PeerIdentify, PeerInfo};
 use crate::bitswap::QueryId;
 
 /// Per-connection facts `swarm peers` reports.
@@ -200,6 +200,9 @@ impl NodeLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(self.peer_infos());
             }
+            Command::MdnsPeers { reply } => {
+                let _ = reply.send(self.mdns_peers());
+            }
             Command::Connect { peer, addr, reply } => {
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(peer));
@@ -251,6 +254,21 @@ impl NodeLoop {
                 self.pending_wants.insert(query, reply);
             }
         }
+    }
+
+    fn mdns_peers(&self) -> Vec<MdnsPeer> {
+        let Some(mdns) = self.swarm.behaviour().mdns.as_ref() else {
+            return Vec::new();
+        };
+        // One entry per advertised address: a peer is listed once.
+        let peers: std::collections::BTreeSet<PeerId> = mdns.discovered_nodes().copied().collect();
+        peers
+            .into_iter()
+            .map(|peer| MdnsPeer {
+                connected: self.swarm.is_connected(&peer),
+                peer: peer.to_string(),
+            })
+            .collect()
     }
 
     fn peer_infos(&self) -> Vec<PeerInfo> {

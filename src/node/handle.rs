@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::blockstore::{self, BlockSource, FsBlockstore};
 
-use super::{Error, IdInfo, PeerInfo};
+use super::{Error, IdInfo, MdnsPeer, PeerInfo};
 
 /// A request to the node loop. Public to the crate so the lead can add bitswap commands beside.
 #[derive(Debug)]
@@ -23,6 +23,10 @@ pub(crate) enum Command {
     /// Connected peers, one entry per connection.
     Peers {
         reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    /// Peers mDNS currently knows, with their advertised addresses.
+    MdnsPeers {
+        reply: oneshot::Sender<Vec<MdnsPeer>>,
     },
     /// Dials `peer` at `addr`; replies once connected (or the dial failed).
     Connect {
@@ -85,6 +89,11 @@ impl Node {
     /// Connected peers.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Peers found by mDNS and not expired (empty with discovery off).
+    pub async fn mdns_peers(&self) -> Result<Vec<MdnsPeer>, Error> {
+        self.ask(|reply| Command::MdnsPeers { reply }).await
     }
 
     /// Connects to `/…/p2p/<id>` (Kubo's `swarm connect`); returns the peer once connected.

@@ -11,6 +11,7 @@
 
 pub mod add;
 pub mod behaviour;
+pub mod blocks;
 pub mod client;
 pub mod content;
 mod event_loop;
@@ -18,6 +19,9 @@ pub mod fetch;
 mod handle;
 pub mod identity;
 pub mod peering;
+pub mod pins;
+pub mod query;
+pub mod repo_stat;
 pub mod rpc;
 mod store_writer;
 
@@ -214,6 +218,14 @@ pub struct PeerInfo {
     /// What identify told us, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identify: Option<PeerIdentify>,
+}
+
+/// A peer mDNS found on the local network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MdnsPeer {
+    pub peer: String,
+    /// Whether a connection to it is open now.
+    pub connected: bool,
 }
 
 /// The part of a peer's identify answer `swarm peers` shows.

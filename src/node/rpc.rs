@@ -1,12 +1,11 @@
-//! The daemon's local control RPC: the first endpoints of a Kubo-style `/api/v0/` on loopback.
+//! The daemon's Kubo RPC: a subset of Kubo v0.22's `/api/v0/`, with its shapes.
 //!
 //! axum, not bare hyper: the Kubo RPC subset, the gateway and the session API that later issues
 //! add are many routes with query arguments and JSON bodies, which axum's router and extractors
 //! give for a small layer over the same hyper (already in the tree for the client side).
 //!
-//! Security: there is no authentication, as in Kubo, so the server binds loopback only (anything
-//! else is refused) and rejects requests carrying an `Origin` header, which browsers add to
-//! cross-site POSTs, so a web page cannot drive the node (Kubo checks Origin too).
+//! Security (a token for changing routes, browser origins, connection limits) is the listener's
+//! job: [`crate::api::server`] applies it to every route it carries, these included.
 //!
 //! Discovery: the daemon writes the bound address as a multiaddr to `<repo>/api` (as Kubo writes
 //! `$IPFS_PATH/api`) once the server is up, and removes it on a clean exit. A kill -9 leaves it
@@ -16,16 +15,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use super::{Node, PeerInfo};
 
@@ -41,16 +38,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error("API address '{addr}' {reason}: use e.g. /ip4/127.0.0.1/tcp/5001")]
     BadAddress { addr: String, reason: &'static str },
-    #[error("the RPC has no authentication, so it listens on loopback only; '{0}' is not: use /ip4/127.0.0.1/tcp/PORT or /ip6/::1/tcp/PORT")]
-    NotLoopback(String),
-    #[error("cannot listen for the RPC on {addr}: {source} (is another daemon or Kubo using it? set [api] address or --api)")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("RPC server failed: {0}")]
-    Serve(#[source] std::io::Error),
     #[error("{op} {path}: {source}")]
     ApiFile {
         op: &'static str,
@@ -60,7 +47,7 @@ pub enum Error {
     },
 }
 
-/// A loopback TCP multiaddr as a socket address.
+/// A `/ip4|ip6/…/tcp/PORT` multiaddr as a socket address.
 pub fn socket_addr(m: &Multiaddr) -> Result<SocketAddr, Error> {
     let bad = |reason| Error::BadAddress {
         addr: m.to_string(),
@@ -81,64 +68,13 @@ pub fn socket_addr(m: &Multiaddr) -> Result<SocketAddr, Error> {
     Ok(SocketAddr::new(ip, port))
 }
 
-/// The socket address to bind for `addr`, refusing anything but loopback TCP. The daemon calls
-/// this before it starts the swarm, so a bad `[api] address` fails before anything listens.
-pub fn check_address(addr: &Multiaddr) -> Result<SocketAddr, Error> {
-    let a = socket_addr(addr)?;
-    if !a.ip().is_loopback() {
-        return Err(Error::NotLoopback(addr.to_string()));
-    }
-    Ok(a)
-}
-
-fn to_multiaddr(a: SocketAddr) -> Multiaddr {
+pub fn to_multiaddr(a: SocketAddr) -> Multiaddr {
     Multiaddr::empty()
         .with(match a.ip() {
             IpAddr::V4(ip) => Protocol::Ip4(ip),
             IpAddr::V6(ip) => Protocol::Ip6(ip),
         })
         .with(Protocol::Tcp(a.port()))
-}
-
-/// A bound, not yet serving, RPC listener.
-pub struct ApiServer {
-    listener: tokio::net::TcpListener,
-    addr: SocketAddr,
-}
-
-impl ApiServer {
-    /// Binds `addr`, which must be loopback TCP.
-    pub async fn bind(addr: &Multiaddr) -> Result<ApiServer, Error> {
-        let want = check_address(addr)?;
-        let listener = tokio::net::TcpListener::bind(want)
-            .await
-            .map_err(|source| Error::Bind { addr: want, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Bind { addr: want, source })?;
-        Ok(ApiServer { listener, addr })
-    }
-
-    /// The address actually bound (port 0 resolved).
-    pub fn multiaddr(&self) -> Multiaddr {
-        to_multiaddr(self.addr)
-    }
-
-    /// Serves until `shutdown` turns true, then finishes the requests under way.
-    pub async fn serve(
-        self,
-        node: Node,
-        import: crate::config::ImportConfig,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), Error> {
-        let app = router(node, import);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(Error::Serve)
-    }
 }
 
 /// The routes. Everything is POST, as in Kubo's RPC (GET gets 405).
@@ -152,22 +88,17 @@ pub fn router(node: Node, import: crate::config::ImportConfig) -> Router {
         .route("/api/v0/swarm/connect", post(swarm_connect))
         .route("/api/v0/cat", post(super::content::cat))
         .route("/api/v0/get", post(super::content::get))
+        .route("/api/v0/block/get", post(super::blocks::block_get))
+        .route("/api/v0/block/stat", post(super::blocks::block_stat))
+        .route("/api/v0/dag/export", post(super::blocks::dag_export))
+        .route("/api/v0/pin/add", post(super::pins::pin_add))
+        .route("/api/v0/pin/rm", post(super::pins::pin_rm))
+        .route("/api/v0/pin/ls", post(super::pins::pin_ls))
+        .route("/api/v0/repo/stat", post(super::repo_stat::repo_stat))
         .layer(axum::Extension(std::sync::Arc::new(import)))
         // Uploads are streamed to the importer, never buffered, so no size cap is needed.
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::middleware::from_fn(refuse_browsers))
         .with_state(node)
-}
-
-async fn refuse_browsers(req: Request, next: Next) -> Response {
-    if req.headers().contains_key(axum::http::header::ORIGIN) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "requests with an Origin header are refused: this RPC is for local tools, not web pages",
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 /// Kubo's error body: `{"Message": "...", "Code": 0, "Type": "error"}`.
@@ -180,13 +111,13 @@ pub struct ErrorBody {
     pub kind: String,
 }
 
-pub(super) struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -194,6 +125,14 @@ impl ApiError {
     }
     pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+    #[cfg(test)]
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+    #[cfg(test)]
+    pub(super) fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -332,15 +271,6 @@ mod tests {
         ] {
             assert!(socket_addr(&bad.parse().unwrap()).is_err(), "{bad}");
         }
-    }
-
-    #[tokio::test]
-    async fn refuses_a_public_bind() {
-        let m: Multiaddr = "/ip4/0.0.0.0/tcp/0".parse().unwrap();
-        assert!(matches!(
-            ApiServer::bind(&m).await,
-            Err(Error::NotLoopback(_))
-        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One still into the blockstore and the session store.
 
+use super::events::{Event, EventKind};
 use anyhow::{bail, Context, Result};
 use cid::Cid;
 
@@ -93,6 +94,7 @@ pub(crate) fn import_image(shared: &Shared, session: &SessionRecord, r: &Ready) 
         .context("recording the import")?;
     if new {
         tracing::info!(session = %session.name, number = r.number, cid = %node.cid, bytes = node.file_size, "imported");
+        shared.emit(Event::new(EventKind::Imported, &session.name).image(r.number, &rec.cid));
     }
     shared.node.notify_new_blocks(cids);
     shared.mark_dirty(&session.name);

@@ -7,12 +7,14 @@
 //!   blocking pool, records it (and queues it for the cluster) in one transaction, and tells
 //!   the node about the new blocks so peers waiting for them get them at once;
 //! - cluster ([`cluster`]): hands the outbox to IPFS Cluster, keeps the cluster's IPFS daemons
-//!   connected while pins are in flight, polls them until `replication_min` peers hold each
-//!   image, then frees the local file and blocks;
+//!   connected (always: once the Pi freed a still they are where it is fetched back from),
+//!   polls them until `replication_min` peers hold each image, then frees the local file and
+//!   blocks;
 //! - metadata: rewrites the `session_metadata.json` of sessions that changed, at most once a
 //!   second each.
 
 mod cluster;
+pub mod events;
 mod import;
 pub mod ingest;
 mod rounds;
@@ -131,6 +133,8 @@ pub(crate) struct Shared {
     /// With whole-session pins: sessions with stills no round covers yet, and when the last
     /// of them was imported.
     idle_since: Mutex<std::collections::HashMap<String, Instant>>,
+    /// Live views' feed.
+    pub(crate) events: events::Events,
     /// Where CARs for `POST /add` are written (`<repo>/uploads`): on the card, not in a
     /// RAM-backed /tmp.
     uploads: PathBuf,
@@ -149,20 +153,21 @@ impl Shared {
     }
 
     fn ipfs_info(&self, session: &str) -> IpfsInfo {
-        let directory = match self.sessions.session_pin(session) {
-            Ok(Some(p)) => Some((p.cid, p.state == session::RoundState::Pinned)),
-            _ => None,
-        };
-        IpfsInfo {
-            enabled: self.cfg.enabled,
-            cluster: self.cluster.as_ref().and_then(|(_, c)| c.api.clone()),
-            directory,
-        }
+        ipfs_info(
+            &self.sessions,
+            &self.cfg,
+            self.cluster.as_ref().map(|(_, c)| c),
+            session,
+        )
     }
 
     /// Whether stills go to the cluster one by one (as opposed to a session at a time).
     pub(crate) fn per_image(&self) -> bool {
         self.cfg.pin_policy == PinPolicy::Image
+    }
+
+    pub(crate) fn emit(&self, e: events::Event) {
+        self.events.emit(e);
     }
 
     /// A still of `session` was imported for a later whole-session round.
@@ -171,6 +176,25 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(session.to_string(), Instant::now());
+    }
+}
+
+/// A session's `ipfs` object: whether the pipeline runs, the cluster's URL, and with
+/// whole-session pins the session directory and whether it is pinned.
+pub fn ipfs_info(
+    sessions: &SessionStore,
+    cfg: &PipelineConfig,
+    cluster: Option<&ClusterConfig>,
+    session: &str,
+) -> IpfsInfo {
+    let directory = match sessions.session_pin(session) {
+        Ok(Some(p)) => Some((p.cid, p.state == session::RoundState::Pinned)),
+        _ => None,
+    };
+    IpfsInfo {
+        enabled: cfg.enabled,
+        cluster: cluster.and_then(|c| c.api.clone()),
+        directory,
     }
 }
 
@@ -188,6 +212,7 @@ impl Pipeline {
         import: ImportOptions,
         cfg: PipelineConfig,
         cluster: Option<(ClusterClient, ClusterConfig)>,
+        events: events::Events,
         stop: watch::Receiver<bool>,
     ) -> Pipeline {
         let uploads = sessions
@@ -208,6 +233,7 @@ impl Pipeline {
             cluster,
             dirty: Mutex::new(BTreeSet::new()),
             outbox_grew: Notify::new(),
+            events,
         });
         let mut tasks = Vec::new();
         if shared.cfg.enabled {

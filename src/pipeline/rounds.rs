@@ -7,6 +7,7 @@
 //! after the session was pinned) can list stills this node freed long ago; the cluster's peers
 //! already hold those, and fetch only the new blocks from here.
 
+use super::events::{Event, EventKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -229,6 +230,7 @@ async fn post(
         Ok(_) => {
             blocking(shared, move |s| Ok(s.sessions.round_pinning(&s2)?)).await?;
             tracing::info!(%session, %cid, "cluster accepted the session's directory");
+            shared.emit(Event::new(EventKind::Pinning, session).cid(&pin.cid));
         }
         Err(e) if e.is_transient() => {
             let m = e.to_string();
@@ -243,6 +245,11 @@ async fn post(
             tracing::warn!(%session, "cluster refused the session's directory: {e}");
             let m = e.to_string();
             blocking(shared, move |s| Ok(s.sessions.round_failed(&s2, &m)?)).await?;
+            shared.emit(
+                Event::new(EventKind::Failed, session)
+                    .cid(&pin.cid)
+                    .error(&e.to_string()),
+            );
         }
     }
     shared.mark_dirty(session);
@@ -287,6 +294,11 @@ async fn poll(
                 Ok(s.sessions.round_progress(&s2, None, Some(replicas))?)
             })
             .await?;
+            shared.emit(
+                Event::new(EventKind::Replicas, session)
+                    .cid(&pin.cid)
+                    .replicas(replicas),
+            );
             shared.mark_dirty(session);
         }
         return Ok(false);
@@ -310,6 +322,11 @@ async fn poll(
     })
     .await?;
     tracing::info!(%session, %cid, replicas, "session directory pinned by the cluster");
+    shared.emit(
+        Event::new(EventKind::Pinned, session)
+            .cid(&pin.cid)
+            .replicas(replicas),
+    );
     if free {
         // The stills go through the usual free step; the directory's own blocks go here.
         let blocks = done.blocks.clone();

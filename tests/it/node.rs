@@ -87,11 +87,32 @@ impl WandaDaemon {
         cmd
     }
 
+    /// [`WandaDaemon::start`] with extra environment variables (e.g. config overrides).
+    pub(crate) fn start_env(repo: &TestRepo, env: &[(&str, &str)]) -> WandaDaemon {
+        WandaDaemon::start_full(
+            &repo.repo_path(),
+            None,
+            &["--no-mdns", "--listen", LOOPBACK_TCP],
+            env,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn start_with(repo: &Path, netns: Option<&str>, extra: &[&str]) -> Result<WandaDaemon, String> {
-        let mut args = vec!["daemon", "--api", LOOPBACK_TCP];
+        WandaDaemon::start_full(repo, netns, extra, &[])
+    }
+
+    fn start_full(
+        repo: &Path,
+        netns: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<WandaDaemon, String> {
+        let mut args = vec!["daemon", "--api", LOOPBACK_TCP, "--gateway", LOOPBACK_TCP];
         args.extend_from_slice(extra);
         let t0 = Instant::now();
         let mut child = WandaDaemon::spawn(repo, netns, &args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -132,6 +153,25 @@ impl WandaDaemon {
         }
     }
 
+    /// The RPC/API server's address, from its `RPC API server listening on` line.
+    pub(crate) fn api_addr(&self) -> std::net::SocketAddr {
+        self.listening_on("RPC API server listening on ")
+    }
+
+    /// The HTTP gateway's address, from its `Gateway server listening on` line.
+    pub(crate) fn gateway_addr(&self) -> std::net::SocketAddr {
+        self.listening_on("Gateway server listening on ")
+    }
+
+    fn listening_on(&self, prefix: &str) -> std::net::SocketAddr {
+        let m = self
+            .stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("the daemon printed no '{prefix}' line: {:?}", self.stdout));
+        crate::http::addr_of_multiaddr(m)
+    }
+
     fn failure(&mut self, what: &str) -> String {
         let status = self.child.try_wait().ok().flatten();
         format!(
@@ -141,7 +181,7 @@ impl WandaDaemon {
         )
     }
 
-    fn stderr_str(&self) -> String {
+    pub(crate) fn stderr_str(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
     }
 

@@ -33,7 +33,7 @@ fn kubos(n: usize) -> Option<Vec<KuboPeer>> {
 }
 
 /// Points the repo's config at `captures` and the double, with quick settle/poll times.
-fn configure(repo: &TestRepo, captures: &Path, cluster: &str, min: i32, max: i32) {
+pub(crate) fn configure(repo: &TestRepo, captures: &Path, cluster: &str, min: i32, max: i32) {
     let path = repo.repo_path().join("config.toml");
     let text = std::fs::read_to_string(&path).expect("init wrote config.toml");
     let mut out = String::new();
@@ -65,7 +65,7 @@ fn configure(repo: &TestRepo, captures: &Path, cluster: &str, min: i32, max: i32
 }
 
 /// Sets `key = value` in `section` of the repo's config (the key must be there already).
-fn set_key(repo: &TestRepo, section: &str, key: &str, value: &str) {
+pub(crate) fn set_key(repo: &TestRepo, section: &str, key: &str, value: &str) {
     let path = repo.repo_path().join("config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut current = String::new();

@@ -86,6 +86,8 @@ impl Daemon {
             LOOPBACK_TCP,
             "--api",
             LOOPBACK_TCP,
+            "--gateway",
+            LOOPBACK_TCP,
         ];
         let mut child = Daemon::command(&repo, &args)
             .stdin(Stdio::null())
