@@ -386,11 +386,15 @@ fn pipeline_cluster_down_then_garbage_and_500s_then_back_loses_nothing() {
         assert!(img["replicas"].as_u64().unwrap() >= 1);
     }
     let posts = double.pin_posts();
-    // A POST answered with garbage or a 500 is asked again; the double counts those too.
+    // A POST answered with garbage or a 500 is asked again; the double counts those too. The
+    // four faults fall on whatever comes first, `GET /peers` or the first still's POST (when the
+    // daemon learnt the peers before the outage, all four hit that POST): at most 1 + 4.
+    let faulted: usize = posts.values().map(|c| c - 1).sum();
+    assert!(faulted <= 4, "more retries than faults: {posts:?}");
     for n in 1..=5 {
         let c = posts.get(&expected_cid(n)).copied().unwrap_or(0);
         assert!(
-            (1..=3).contains(&c),
+            (1..=5).contains(&c),
             "still {n} was POSTed {c} times: {posts:?}"
         );
     }
