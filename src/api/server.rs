@@ -36,8 +36,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("API server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// Checks `addr` against the rules above; the daemon calls this before anything starts.

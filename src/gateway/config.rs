@@ -1,9 +1,8 @@
 //! The `[gateway]` config section and the gateway's listen address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -63,30 +62,10 @@ impl GatewayConfig {
 
 /// A `/ip4|ip6/A/tcp/P` multiaddr as a socket address.
 pub fn socket_addr(m: &Multiaddr) -> Result<SocketAddr, String> {
-    let bad = |why: &str| format!("gateway address '{m}' {why}: use e.g. /ip4/127.0.0.1/tcp/8080");
-    let mut it = m.iter();
-    let ip: IpAddr = match it.next() {
-        Some(Protocol::Ip4(a)) => a.into(),
-        Some(Protocol::Ip6(a)) => a.into(),
-        _ => return Err(bad("does not start with /ip4/ or /ip6/")),
-    };
-    let Some(Protocol::Tcp(port)) = it.next() else {
-        return Err(bad("has no /tcp/PORT"));
-    };
-    if it.next().is_some() {
-        return Err(bad("has parts after /tcp/PORT"));
-    }
-    Ok(SocketAddr::new(ip, port))
+    crate::node::rpc::socket_addr(m).map_err(|e| format!("gateway {e}"))
 }
 
-pub(crate) fn to_multiaddr(a: SocketAddr) -> Multiaddr {
-    Multiaddr::empty()
-        .with(match a.ip() {
-            IpAddr::V4(ip) => Protocol::Ip4(ip),
-            IpAddr::V6(ip) => Protocol::Ip6(ip),
-        })
-        .with(Protocol::Tcp(a.port()))
-}
+pub(crate) use crate::node::rpc::to_multiaddr;
 
 #[cfg(test)]
 mod tests {

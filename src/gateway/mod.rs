@@ -47,8 +47,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("gateway server failed: {0}")]
-    Serve(#[source] std::io::Error),
 }
 
 /// The gateway's routes (`/ipfs/...`, and `/ipns/...` to say it is not served), to serve alone
@@ -91,20 +89,17 @@ impl GatewayServer {
         config::to_multiaddr(self.addr)
     }
 
-    /// Serves until `shutdown` turns true, then finishes the requests under way.
+    /// Serves until `shutdown` turns true, then finishes the requests under way (with the API
+    /// listener's bounds on slow and many clients).
     pub async fn serve(
         self,
         node: Node,
         cfg: GatewayConfig,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<(), Error> {
         let app = router(node, cfg).fallback(not_found);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(Error::Serve)
+        crate::api::server::serve_http(self.listener, app, shutdown).await;
+        Ok(())
     }
 }
 

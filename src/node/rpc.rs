@@ -36,7 +36,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("API address '{addr}' {reason}: use e.g. /ip4/127.0.0.1/tcp/5001")]
+    #[error("address '{addr}' {reason}: use e.g. /ip4/127.0.0.1/tcp/PORT")]
     BadAddress { addr: String, reason: &'static str },
     #[error("{op} {path}: {source}")]
     ApiFile {
