@@ -13,7 +13,6 @@ pub mod server;
 mod sessions;
 mod web;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +34,6 @@ pub struct ApiContext {
     pub capture: CaptureControl,
     pub cluster: Option<(ClusterClient, ClusterConfig)>,
     pub pipeline: PipelineConfig,
-    pub repo: PathBuf,
     /// Turns true when the daemon stops: open event streams end then, so the server's
     /// graceful shutdown does not wait on them.
     pub stop: tokio::sync::watch::Receiver<bool>,

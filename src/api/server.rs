@@ -57,11 +57,8 @@ pub struct ApiServer {
 impl ApiServer {
     pub async fn bind(addr: &Multiaddr, cfg: &ApiConfig) -> Result<ApiServer, Error> {
         let want = check(addr, cfg)?;
-        let listener = tokio::net::TcpListener::bind(want)
+        let (listener, addr) = listen(want)
             .await
-            .map_err(|source| Error::Bind { addr: want, source })?;
-        let addr = listener
-            .local_addr()
             .map_err(|source| Error::Bind { addr: want, source })?;
         Ok(ApiServer {
             listener,
@@ -85,6 +82,15 @@ impl ApiServer {
         serve_http(self.listener, app, shutdown).await;
         Ok(())
     }
+}
+
+/// Binds `want`; returns the listener and the address actually bound (port 0 resolved).
+pub(crate) async fn listen(
+    want: SocketAddr,
+) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(want).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
 }
 
 /// Returns once `rx` turns true (or its sender is gone). The guard `wait_for` returns is not

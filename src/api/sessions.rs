@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::envelope::{Data, Failure, Reply};
 use super::ApiState;
 use crate::capture::control::{CaptureStatus, ControlError, StartRequest};
-use crate::session::{self, ImageState, SessionStore};
+use crate::session::{self, ImageState};
 
 /// Runs store reads on the blocking pool (redb reads touch the disk).
 async fn blocking<T: Send + 'static>(
@@ -138,8 +138,7 @@ pub(super) async fn cid_status(
         )
     })?;
     let s = st.clone();
-    let (local, pinned_here, images) =
-        blocking(move || local_status(&s.sessions, &s, &cid)).await?;
+    let (local, pinned_here, images) = blocking(move || local_status(&s, &cid)).await?;
     let cluster = match &st.cluster {
         None => json!({ "configured": false }),
         Some((client, cfg)) => {
@@ -183,11 +182,7 @@ pub(super) async fn cid_status(
     })))
 }
 
-fn local_status(
-    sessions: &SessionStore,
-    st: &ApiState,
-    cid: &Cid,
-) -> Result<(bool, bool, Vec<Value>), Failure> {
+fn local_status(st: &ApiState, cid: &Cid) -> Result<(bool, bool, Vec<Value>), Failure> {
     let store = st.node.store();
     let local = store.has(cid).map_err(Failure::internal)?;
     let pinned = store
@@ -195,7 +190,8 @@ fn local_status(
         .map_err(Failure::internal)?
         .iter()
         .any(|(c, _)| c.hash() == cid.hash());
-    let images = sessions
+    let images = st
+        .sessions
         .images_with_cid(&cid.to_string())
         .map_err(store_err)?
         .into_iter()

@@ -183,7 +183,6 @@ async fn serve(
             capture: capture.clone(),
             cluster: cluster.clone(),
             pipeline: pipeline_cfg.clone(),
-            repo: repo.path().to_path_buf(),
             stop: stopped.clone(),
         }));
     let server = ApiServer::bind(&api, &repo.config.api).await?;

@@ -75,11 +75,8 @@ impl GatewayServer {
     /// Binds `addr`, a TCP multiaddr on any interface.
     pub async fn bind(addr: &Multiaddr) -> Result<GatewayServer, Error> {
         let want = config::socket_addr(addr).map_err(Error::BadAddress)?;
-        let listener = tokio::net::TcpListener::bind(want)
+        let (listener, addr) = crate::api::server::listen(want)
             .await
-            .map_err(|source| Error::Bind { addr: want, source })?;
-        let addr = listener
-            .local_addr()
             .map_err(|source| Error::Bind { addr: want, source })?;
         Ok(GatewayServer { listener, addr })
     }
