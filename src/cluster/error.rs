@@ -88,6 +88,8 @@ pub enum ErrorKind {
          and is [cluster] api the right address?"
     )]
     Connect { error: std::io::Error },
+    #[error("cannot resolve the cluster's host {host:?} ({reason}): check /etc/resolv.conf and /etc/hosts, or give [cluster] api as an IP address")]
+    Resolve { host: String, reason: String },
     #[error("TLS handshake failed ({reason}){}", if *certificate {
         ": for a self-signed certificate set [cluster] tls_insecure = true"
     } else { "" })]
@@ -261,7 +263,10 @@ fn status_is_transient(status: u16) -> bool {
 impl ErrorKind {
     pub fn is_transient(&self) -> bool {
         match self {
-            ErrorKind::Connect { .. } | ErrorKind::Transport { .. } | ErrorKind::Timeout(_) => true,
+            ErrorKind::Connect { .. }
+            | ErrorKind::Resolve { .. }
+            | ErrorKind::Transport { .. }
+            | ErrorKind::Timeout(_) => true,
             ErrorKind::Tls { certificate, .. } => !certificate,
             ErrorKind::Garbage { status, .. } | ErrorKind::TooLarge { status, .. } => {
                 (200..300).contains(status) || status_is_transient(*status)

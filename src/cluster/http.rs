@@ -17,7 +17,6 @@ use hyper::Method;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -29,6 +28,7 @@ use tokio_rustls::TlsConnector;
 use super::config::{ClusterConfig, ConfigError, Endpoint};
 use super::error::{from_answer, stream_error, ErrorKind};
 use super::ndjson::{self, Decoder, NdjsonError};
+use super::resolve::HostResolver;
 
 const USER_AGENT: &str = concat!("wanda-ipfs/", env!("CARGO_PKG_VERSION"));
 /// Name of the trailer in which the cluster reports an error after a 200 stream has started.
@@ -104,6 +104,7 @@ pub(crate) struct Transport {
     pub(crate) endpoint: Endpoint,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     auth: Option<HeaderValue>,
+    resolver: HostResolver,
 }
 
 impl Transport {
@@ -149,6 +150,7 @@ impl Transport {
             endpoint,
             tls,
             auth,
+            resolver: HostResolver::default(),
         })
     }
 
@@ -178,9 +180,10 @@ impl Transport {
             reason: e.to_string(),
         })?;
 
-        let tcp = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port))
-            .await
-            .map_err(|error| ErrorKind::Connect { error })?;
+        let tcp = self
+            .resolver
+            .connect(&self.endpoint.host, self.endpoint.port)
+            .await?;
         // Requests are small and answered at once: do not let Nagle hold the last segment.
         let _ = tcp.set_nodelay(true);
         let (mut sender, guard) = match &self.tls {

@@ -22,6 +22,7 @@ mod error;
 mod http;
 mod ndjson;
 mod query;
+mod resolve;
 mod retry;
 pub mod types;
 
