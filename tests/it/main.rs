@@ -4,6 +4,7 @@
 //! skip loudly, and under `CI=true` they fail. Narrow runs: `cargo test --test it kubo_fixture`.
 
 mod api;
+mod arm64;
 mod bitswap;
 mod cli;
 mod cluster;
@@ -12,6 +13,7 @@ mod corpus;
 mod crash;
 mod gateway;
 mod http;
+mod install;
 mod interop;
 mod jsref;
 mod kubo;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::kubo::{kubo_or_skip_with, KuboOptions};
-use crate::util::{eqnice, run_with_deadline, skip_or_fail, Finished, TestRepo};
+use crate::util::{eqnice, run_with_deadline, skip_or_fail, Exe, Finished, TestRepo};
 
 /// Start to `Daemon is ready` (the debug build starts in well under a second here).
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -46,6 +46,7 @@ fn wait_for<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>)
 
 /// A `wanda-ipfs daemon` child process, read until `Daemon is ready`.
 pub(crate) struct WandaDaemon {
+    exe: Exe,
     child: Child,
     lines: Receiver<String>,
     stdout: Vec<String>,
@@ -70,16 +71,8 @@ impl WandaDaemon {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn spawn(repo: &Path, netns: Option<&str>, args: &[&str]) -> Command {
-        let bin = env!("CARGO_BIN_EXE_wanda-ipfs");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, bin]);
-                c
-            }
-            None => Command::new(bin),
-        };
+    fn spawn(exe: &Exe, repo: &Path, netns: Option<&str>, args: &[&str]) -> Command {
+        let mut cmd = exe.command(netns);
         cmd.env("WANDA_IPFS_PATH", repo)
             .env("RUST_BACKTRACE", "1")
             .env_remove("RUST_LOG")
@@ -90,6 +83,7 @@ impl WandaDaemon {
     /// [`WandaDaemon::start`] with extra environment variables (e.g. config overrides).
     pub(crate) fn start_env(repo: &TestRepo, env: &[(&str, &str)]) -> WandaDaemon {
         WandaDaemon::start_full(
+            &Exe::host(),
             &repo.repo_path(),
             None,
             &["--no-mdns", "--listen", LOOPBACK_TCP],
@@ -99,10 +93,35 @@ impl WandaDaemon {
     }
 
     fn start_with(repo: &Path, netns: Option<&str>, extra: &[&str]) -> Result<WandaDaemon, String> {
-        WandaDaemon::start_full(repo, netns, extra, &[])
+        WandaDaemon::start_full(&Exe::host(), repo, netns, extra, &[])
+    }
+
+    /// A daemon on repo directory `repo` with `extra` arguments after `daemon --api … --gateway …`
+    /// and extra environment variables, loopback only (tests/it/install.rs runs the unit's
+    /// command line with it).
+    pub(crate) fn start_args(
+        repo: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<WandaDaemon, String> {
+        let mut args = vec!["--no-mdns", "--listen", LOOPBACK_TCP];
+        args.extend_from_slice(extra);
+        WandaDaemon::start_full(&Exe::host(), repo, None, &args, env)
+    }
+
+    /// [`WandaDaemon::start`] of another build of the binary (the arm64 one under qemu).
+    pub(crate) fn start_exe(exe: &Exe, repo: &TestRepo) -> Result<WandaDaemon, String> {
+        WandaDaemon::start_full(
+            exe,
+            &repo.repo_path(),
+            None,
+            &["--no-mdns", "--listen", LOOPBACK_TCP],
+            &[],
+        )
     }
 
     fn start_full(
+        exe: &Exe,
         repo: &Path,
         netns: Option<&str>,
         extra: &[&str],
@@ -111,7 +130,7 @@ impl WandaDaemon {
         let mut args = vec!["daemon", "--api", LOOPBACK_TCP, "--gateway", LOOPBACK_TCP];
         args.extend_from_slice(extra);
         let t0 = Instant::now();
-        let mut child = WandaDaemon::spawn(repo, netns, &args)
+        let mut child = WandaDaemon::spawn(exe, repo, netns, &args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -121,6 +140,7 @@ impl WandaDaemon {
         // All of stderr is kept: tests read the daemon's log lines from it.
         let (lines, stderr) = crate::util::pipe_child(&mut child, usize::MAX);
         let mut d = WandaDaemon {
+            exe: exe.clone(),
             child,
             lines,
             stdout: Vec::new(),
@@ -151,6 +171,11 @@ impl WandaDaemon {
                 Err(_) => return Err(d.failure("the daemon did not become ready")),
             }
         }
+    }
+
+    /// From spawn to the first `Swarm listening on` line, and to `Daemon is ready`.
+    pub(crate) fn start_times(&self) -> (Duration, Duration) {
+        (self.to_listening, self.to_ready)
     }
 
     /// The RPC/API server's address, from its `RPC API server listening on` line.
@@ -208,7 +233,7 @@ impl WandaDaemon {
     /// A CLI verb on this daemon's repo (inside its namespace, if any).
     fn cli(&self, args: &[&str]) -> Finished {
         run_with_deadline(
-            &mut WandaDaemon::spawn(&self.repo, self.netns.as_deref(), args),
+            &mut WandaDaemon::spawn(&self.exe, &self.repo, self.netns.as_deref(), args),
             CMD_DEADLINE,
         )
         .unwrap_or_else(|e| panic!("{e}"))
@@ -383,6 +408,7 @@ fn node_daemon_lifecycle_id_and_second_daemon_refused() {
     // A second daemon on the same repo fails at once, and says why.
     let second = run_with_deadline(
         &mut WandaDaemon::spawn(
+            &Exe::host(),
             &repo.repo_path(),
             None,
             &["daemon", "--no-mdns", "--listen", LOOPBACK_TCP],

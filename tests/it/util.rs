@@ -203,6 +203,46 @@ impl TestRepo {
     }
 }
 
+/// Which wanda-ipfs binary a test runs: this build (the host's), or the static aarch64 release
+/// binary under qemu-user (`WANDA_ARM64_BIN`, built by scripts/build-static.sh; tests/it/arm64.rs).
+#[derive(Clone, Debug)]
+pub(crate) struct Exe {
+    program: PathBuf,
+    /// Arguments before the binary's own: the binary itself when `program` is an emulator.
+    prefix: Vec<OsString>,
+}
+
+impl Exe {
+    pub(crate) fn host() -> Exe {
+        Exe {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_wanda-ipfs")),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// `bin` run by the emulator `qemu`.
+    pub(crate) fn emulated(qemu: PathBuf, bin: &Path) -> Exe {
+        Exe {
+            program: qemu,
+            prefix: vec![bin.as_os_str().to_owned()],
+        }
+    }
+
+    /// A command running this binary (inside network namespace `netns`, if given).
+    pub(crate) fn command(&self, netns: Option<&str>) -> Command {
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.program);
+                c
+            }
+            None => Command::new(&self.program),
+        };
+        c.args(&self.prefix);
+        c
+    }
+}
+
 /// A builder for one run of the wanda-ipfs binary under test.
 pub(crate) struct WandaCmd {
     cmd: Command,
@@ -211,7 +251,11 @@ pub(crate) struct WandaCmd {
 
 impl WandaCmd {
     pub(crate) fn new() -> WandaCmd {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wanda-ipfs"));
+        WandaCmd::of(&Exe::host())
+    }
+
+    pub(crate) fn of(exe: &Exe) -> WandaCmd {
+        let mut cmd = exe.command(None);
         cmd.env_remove("WANDA_IPFS_PATH").env("RUST_BACKTRACE", "1");
         WandaCmd {
             cmd,
