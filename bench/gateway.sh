@@ -14,8 +14,13 @@ SIZE=5000000
 for tool in wrk nginx; do
     command -v "$tool" >/dev/null || { echo "needs $tool: apt-get install wrk nginx-light" >&2; exit 1; }
 done
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/wanda-ipfs"
+# WANDA_BIN: measure an already built binary (e.g. scripts/build-static.sh x86_64's) instead.
+if [ -n "${WANDA_BIN:-}" ]; then
+    BIN="$WANDA_BIN"
+else
+    cargo build --release --locked --quiet
+    BIN="$CARGO_TARGET_DIR/release/wanda-ipfs"
+fi
 
 WORK=$(mktemp -d /tmp/wanda-gw-bench.XXXXXX)
 # nginx's workers run as www-data: they must be able to read the still.

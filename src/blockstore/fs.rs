@@ -500,6 +500,27 @@ impl FsBlockstore {
         Ok(out)
     }
 
+    /// Whether `root` (as given, or its CIDv0/CIDv1 twin) is pinned recursively: then its whole
+    /// DAG is stored here, which a reader can rely on to skip fetching ahead.
+    pub fn pinned_recursively(&self, root: &Cid) -> Result<bool, Error> {
+        let rtx = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(self.db_err("begin read"))?;
+        let pins = rtx.open_table(PINS).map_err(self.db_err("open pins"))?;
+        for cid in [Some(*root), twin(root)].into_iter().flatten() {
+            let mode = pins
+                .get(&*cid.to_bytes())
+                .map_err(self.db_err("read pins"))?
+                .and_then(|v| PinMode::from_byte(v.value()));
+            if mode == Some(PinMode::Recursive) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Deletes every block that no pin needs and no import guards, and
     /// rebuilds the reference counts from the pins (repairing any drift).
     pub fn gc(&self) -> Result<GcReport, Error> {
@@ -917,6 +938,16 @@ impl BlockSource for FsBlockstore {
         let data = read_block(cid, &path)?;
         crate::block::verify(cid, &data)?;
         Ok(data)
+    }
+}
+
+/// The other spelling of a dag-pb SHA-256 CID: v0 for a v1, v1 for a v0 (same block).
+fn twin(cid: &Cid) -> Option<Cid> {
+    const DAG_PB: u64 = 0x70;
+    match cid.version() {
+        cid::Version::V0 => Some(Cid::new_v1(DAG_PB, *cid.hash())),
+        cid::Version::V1 if cid.codec() == DAG_PB => Cid::new_v0(*cid.hash()).ok(),
+        cid::Version::V1 => None,
     }
 }
 

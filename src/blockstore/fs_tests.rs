@@ -779,3 +779,27 @@ fn links_of_agrees_with_pb_links() {
     );
     assert!(links_of(&garbage.cid, &garbage.data).is_err());
 }
+
+#[test]
+fn pinned_recursively_knows_both_spellings_and_not_direct_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let (root, blocks) = file(&[1, 2, 3], "r");
+    assert!(!store.pinned_recursively(&root).unwrap());
+    import(&store, &blocks, &root);
+    assert_eq!(root.version(), Version::V0);
+    let v1 = Cid::new_v1(DAG_PB, *root.hash());
+    assert!(store.pinned_recursively(&root).unwrap());
+    assert!(store.pinned_recursively(&v1).unwrap(), "the CIDv1 spelling");
+    // A block inside the DAG is stored but is not itself a pinned root.
+    assert!(!store.pinned_recursively(&blocks[0].cid).unwrap());
+    store.unpin(&root).unwrap();
+    assert!(!store.pinned_recursively(&root).unwrap());
+
+    // A direct pin promises only the root block: not enough to skip fetching ahead.
+    let (d, dblocks) = file(&[4, 5], "d");
+    let root_block = dblocks.last().unwrap();
+    store.put_block(root_block).unwrap();
+    store.pin(&d, PinMode::Direct).unwrap();
+    assert!(!store.pinned_recursively(&d).unwrap());
+}

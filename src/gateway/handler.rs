@@ -33,6 +33,9 @@ const PREPARE_GRACE: Duration = Duration::from_secs(5);
 pub(crate) struct Gateway {
     pub(crate) node: Node,
     pub(crate) timeout: Duration,
+    /// Sniffed content types by file CID: a page that loads a still in ranges (or again) would
+    /// otherwise read and hash its first block on every request just to name its type.
+    pub(crate) types: mime::TypeCache,
 }
 
 /// An error answer, as plain text naming what failed.
@@ -224,6 +227,18 @@ impl Ctx {
             v.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("only-if-cached"))
         })
+    }
+
+    /// Whether the path's root is pinned recursively, so every block under it is stored here and
+    /// fetching ahead would only read (and hash) each block a second time.
+    async fn all_local(&self) -> bool {
+        let root = self.path.root;
+        let store = self.gw.node.store().clone();
+        tokio::task::spawn_blocking(move || store.pinned_recursively(&root))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false)
     }
 
     async fn root_is_local(&self) -> Result<bool, GwError> {
@@ -472,16 +487,21 @@ impl Ctx {
         let typed_by = self.q("filename").map(str::to_string).or(name);
         let ctype = match typed_by.as_deref().and_then(mime::by_extension) {
             Some(t) => t,
-            None => {
-                let head = self
-                    .prepare(move |src| {
-                        let mut head = Vec::with_capacity(mime::SNIFF_LEN);
-                        export::read_range(src, &cid, 0, mime::SNIFF_LEN as u64, &mut head)?;
-                        Ok(head)
-                    })
-                    .await?;
-                mime::sniff(&head)
-            }
+            None => match self.gw.types.get(&cid) {
+                Some(t) => t,
+                None => {
+                    let head = self
+                        .prepare(move |src| {
+                            let mut head = Vec::with_capacity(mime::SNIFF_LEN);
+                            export::read_range(src, &cid, 0, mime::SNIFF_LEN as u64, &mut head)?;
+                            Ok(head)
+                        })
+                        .await?;
+                    let t = mime::sniff(&head);
+                    self.gw.types.insert(cid, t);
+                    t
+                }
+            },
         };
         // If-Range naming another version: the whole file (RFC 9110 13.1.5).
         let if_range_ok = self
@@ -510,7 +530,8 @@ impl Ctx {
         let body = if self.head {
             Body::empty()
         } else {
-            self.stream_file(cid, start, len, status == StatusCode::OK)
+            let ahead = status == StatusCode::OK && !self.all_local().await;
+            self.stream_file(cid, start, len, ahead)
         };
         let mut r = self.response(status, body);
         let h = r.headers_mut();
@@ -531,11 +552,12 @@ impl Ctx {
         Ok(r)
     }
 
-    /// Bytes `[start, start + len)` of the file, streamed; a whole file is fetched ahead.
-    fn stream_file(&self, cid: Cid, start: u64, len: u64, whole: bool) -> Body {
+    /// Bytes `[start, start + len)` of the file, streamed; with `ahead`, its blocks are fetched
+    /// ahead of the stream (a whole file that may be missing blocks).
+    fn stream_file(&self, cid: Cid, start: u64, len: u64, ahead: bool) -> Body {
         let (body, mut w) = content::stream_body_with(OnFailure::Abort);
         let src = self.stream_source();
-        let prefetch = whole.then(|| content::prefetch(&self.gw.node, cid));
+        let prefetch = ahead.then(|| content::prefetch(&self.gw.node, cid));
         tokio::task::spawn_blocking(move || {
             let r = export::read_range(&src, &cid, start, len, &mut w);
             if let Some(p) = prefetch {
@@ -641,10 +663,10 @@ impl Ctx {
         let body = if self.head {
             Body::empty()
         } else {
+            let ahead = params.scope == DagScope::All && !self.all_local().await;
             let (body, mut w) = content::stream_body_with(OnFailure::Abort);
             let src = self.stream_source();
-            let prefetch =
-                (params.scope == DagScope::All).then(|| content::prefetch(&self.gw.node, end));
+            let prefetch = ahead.then(|| content::prefetch(&self.gw.node, end));
             tokio::task::spawn_blocking(move || {
                 let r = super::car::write_car(&src, &root, &path_blocks, &end, params, &mut w)
                     .map(drop);

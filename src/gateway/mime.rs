@@ -157,6 +157,34 @@ fn is_text(head: &[u8]) -> bool {
         .any(|&c| matches!(c, 0x00..=0x08 | 0x0B | 0x0E..=0x1A | 0x1C..=0x1F))
 }
 
+/// Sniffed types by CID, at most [`TypeCache::CAP`] of them. A CID names immutable bytes, so an
+/// entry never goes stale; when full, the cache starts over rather than tracking recency (a
+/// sniff costs one block read).
+#[derive(Default)]
+pub(crate) struct TypeCache {
+    map: std::sync::Mutex<std::collections::HashMap<cid::Cid, &'static str>>,
+}
+
+impl TypeCache {
+    pub(crate) const CAP: usize = 4096;
+
+    pub(crate) fn get(&self, cid: &cid::Cid) -> Option<&'static str> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cid)
+            .copied()
+    }
+
+    pub(crate) fn insert(&self, cid: cid::Cid, t: &'static str) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::CAP {
+            m.clear();
+        }
+        m.insert(cid, t);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +223,23 @@ mod tests {
         assert_eq!(sniff(b"\x00\x01\x02binary"), "application/octet-stream");
         // `<a` must be a whole tag name, not the start of `<abc>`.
         assert_eq!(sniff(b"<abc>"), "text/plain; charset=utf-8");
+    }
+
+    #[test]
+    fn type_cache_remembers_and_stays_bounded() {
+        let c = TypeCache::default();
+        let cid = |n: u64| {
+            cid::Cid::new_v1(
+                0x55,
+                multihash::Multihash::wrap(0x00, &n.to_be_bytes()).unwrap(),
+            )
+        };
+        assert_eq!(c.get(&cid(1)), None);
+        c.insert(cid(1), "image/jpeg");
+        assert_eq!(c.get(&cid(1)), Some("image/jpeg"));
+        for n in 0..(TypeCache::CAP as u64 + 10) {
+            c.insert(cid(n + 2), "text/plain");
+        }
+        assert!(c.map.lock().unwrap().len() <= TypeCache::CAP);
     }
 }

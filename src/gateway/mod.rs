@@ -55,6 +55,7 @@ pub fn router(node: Node, cfg: GatewayConfig) -> Router {
     let gw = Arc::new(handler::Gateway {
         node,
         timeout: cfg.timeout(),
+        types: mime::TypeCache::default(),
     });
     Router::new()
         .route("/ipfs", any(handler::handle))

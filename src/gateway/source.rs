@@ -44,6 +44,12 @@ impl GatewaySource {
 
 impl BlockSource for GatewaySource {
     fn get(&self, cid: &Cid) -> Result<Bytes, blockstore::Error> {
+        // Already on a blocking thread: read the store here rather than through the node, which
+        // would hop to another blocking thread and back for every block of a stream.
+        match self.node.store().get(cid) {
+            Err(blockstore::Error::NotFound(_)) => {}
+            stored => return stored,
+        }
         let mut limit = self.per_block;
         if let Some(d) = self.deadline {
             limit = limit.min(d.saturating_duration_since(Instant::now()));
