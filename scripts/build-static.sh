@@ -8,8 +8,8 @@
 # 64-bit OS. x86_64: the rustup toolchain with +crt-static. --install first installs the Debian
 # packages the build needs (and qemu-user-static, to run the result here).
 #
-# Prints, per target, the binary's path, what `file` says of it, and its size against the 15 MiB
-# budget; exits non-zero if the binary is not a static ELF of that machine or is over budget.
+# Prints, per target, the binary's path, what `file` says of it, and its size; exits non-zero if
+# the binary is not a static ELF of that machine, or if the aarch64 one is over its 15 MiB budget.
 set -euo pipefail
 
 BUDGET=$((15 * 1024 * 1024))
@@ -97,7 +97,7 @@ for t in "${targets[@]}"; do
     bin="$CARGO_TARGET_DIR/$triple/release/wanda-ipfs"
     what=$(file -b "$bin")
     size=$(stat -c %s "$bin")
-    printf '%s\n  file: %s\n  size: %s bytes (%.2f MiB; budget 15 MiB)\n' \
+    printf '%s\n  file: %s\n  size: %s bytes (%.2f MiB; the aarch64 budget: 15 MiB)\n' \
         "$bin" "$what" "$size" "$(awk -v s="$size" 'BEGIN { print s / 1048576 }')"
     case "$what" in
         *"$machine"*) ;;
@@ -107,5 +107,9 @@ for t in "${targets[@]}"; do
         *"statically linked"* | *"static-pie linked"*) ;;
         *) echo "not statically linked" >&2; exit 1 ;;
     esac
-    [ "$size" -le "$BUDGET" ] || { echo "over the 15 MiB budget" >&2; exit 1; }
+    # The budget is the Pi's binary's; the x86-64 one (static-pie, x86 code) is reported only.
+    if [ "$t" = aarch64 ] && [ "$size" -gt "$BUDGET" ]; then
+        echo "over the 15 MiB budget" >&2
+        exit 1
+    fi
 done
