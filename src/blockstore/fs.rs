@@ -354,17 +354,12 @@ impl FsBlockstore {
     pub fn delete_block(&self, cid: &Cid) -> Result<bool, Error> {
         let key: Key = cid.hash().to_bytes().into();
         let _m = lock(&self.inner.meta_lock);
-        let rtx = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(self.db_err("begin read"))?;
-        let refs = rtx.open_table(REFS).map_err(self.db_err("open refs"))?;
+        let refs = self.read_table(REFS, "open refs")?;
         if refs.get(&*key).map_err(self.db_err("read refs"))?.is_some() {
             return Err(Error::Pinned(*cid));
         }
+        // The read snapshot ends here, before the file goes.
         drop(refs);
-        drop(rtx);
         let (_, path) = self.inner.layout.block_path(&key);
         match self.inner.delete_unless_guarded(&key, &path)? {
             Deleted::Yes(_) => {}
@@ -483,12 +478,7 @@ impl FsBlockstore {
 
     /// Pinned roots and how they are pinned.
     pub fn pins(&self) -> Result<Vec<(Cid, PinMode)>, Error> {
-        let rtx = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(self.db_err("begin read"))?;
-        let pins = rtx.open_table(PINS).map_err(self.db_err("open pins"))?;
+        let pins = self.read_table(PINS, "open pins")?;
         let mut out = Vec::new();
         for item in pins.iter().map_err(self.db_err("list pins"))? {
             let (k, v) = item.map_err(self.db_err("list pins"))?;
@@ -503,12 +493,7 @@ impl FsBlockstore {
     /// Whether `root` (as given, or its CIDv0/CIDv1 twin) is pinned recursively: then its whole
     /// DAG is stored here, which a reader can rely on to skip fetching ahead.
     pub fn pinned_recursively(&self, root: &Cid) -> Result<bool, Error> {
-        let rtx = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(self.db_err("begin read"))?;
-        let pins = rtx.open_table(PINS).map_err(self.db_err("open pins"))?;
+        let pins = self.read_table(PINS, "open pins")?;
         for cid in [Some(*root), twin(root)].into_iter().flatten() {
             let mode = pins
                 .get(&*cid.to_bytes())
@@ -604,12 +589,7 @@ impl FsBlockstore {
             }
             Ok(())
         })?;
-        let rtx = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(self.db_err("begin read"))?;
-        let refs = rtx.open_table(REFS).map_err(self.db_err("open refs"))?;
+        let refs = self.read_table(REFS, "open refs")?;
         for item in refs.iter().map_err(self.db_err("list refs"))? {
             let (k, _) = item.map_err(self.db_err("list refs"))?;
             let cid = key_to_cid(k.value());
@@ -635,14 +615,8 @@ impl FsBlockstore {
             }
             Ok(())
         })?;
-        let rtx = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(self.db_err("begin read"))?;
-        let pins = rtx
-            .open_table(PINS)
-            .map_err(self.db_err("open pins"))?
+        let pins = self
+            .read_table(PINS, "open pins")?
             .len()
             .map_err(self.db_err("count pins"))?;
         Ok(Stat {
@@ -652,6 +626,20 @@ impl FsBlockstore {
             path: self.inner.root.clone(),
             free_bytes: free_space(&self.inner.root)?,
         })
+    }
+
+    /// A table as of now, in a read transaction of its own (the table keeps it alive).
+    fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<K, V>,
+        what: &'static str,
+    ) -> Result<redb::ReadOnlyTable<K, V>, Error> {
+        let rtx = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(self.db_err("begin read"))?;
+        rtx.open_table(table).map_err(self.db_err(what))
     }
 
     fn db_err<E: Into<redb::Error>>(&self, op: &'static str) -> impl Fn(E) -> Error {
