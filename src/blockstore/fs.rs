@@ -931,7 +931,6 @@ impl BlockSource for FsBlockstore {
 
 /// The other spelling of a dag-pb SHA-256 CID: v0 for a v1, v1 for a v0 (same block).
 fn twin(cid: &Cid) -> Option<Cid> {
-    const DAG_PB: u64 = 0x70;
     match cid.version() {
         cid::Version::V0 => Some(Cid::new_v1(DAG_PB, *cid.hash())),
         cid::Version::V1 if cid.codec() == DAG_PB => Cid::new_v0(*cid.hash()).ok(),
