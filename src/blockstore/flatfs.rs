@@ -153,6 +153,20 @@ pub(crate) fn start_writeback(file: &File) {
     let _ = file;
 }
 
+/// Drops a synced file's pages from the page cache (a hint).
+pub(crate) fn drop_cached(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a valid open descriptor; offset 0, length 0 = whole file.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// Writes a small file atomically and durably: temp, fsync, rename, fsync dir.
 pub(crate) fn write_file_durable(path: &Path, data: &[u8]) -> Result<(), Error> {
     let tmp = path.with_extension("tmp-write");

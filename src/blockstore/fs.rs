@@ -1393,10 +1393,16 @@ fn commit_batch(inner: &Inner, batch: &[Pending]) -> Result<(), Error> {
     }
     syncs.extend(batch.iter().map(BatchSync::Block));
     parallel(&syncs, SYNC_THREADS, |s| match s {
-        BatchSync::Block(p) => p
-            .file
-            .sync_data()
-            .map_err(|e| io_err("fsync block", &p.tmp, e)),
+        BatchSync::Block(p) => {
+            p.file
+                .sync_data()
+                .map_err(|e| io_err("fsync block", &p.tmp, e))?;
+            // Its pages are clean now: give them back rather than keep a
+            // second cached copy of what was just imported (the source file
+            // is usually cached too). The next batch's writes reuse them.
+            flatfs::drop_cached(&p.file);
+            Ok(())
+        }
         BatchSync::Parent(dir) => flatfs::sync_dir(dir),
     })?;
     for &s in &new_shards {
