@@ -306,6 +306,7 @@ impl FsBlockstore {
             unsynced: BTreeSet::new(),
             sync: None,
             pid: std::process::id(),
+            drop_cached: true,
         }
     }
 
@@ -1061,6 +1062,8 @@ pub struct BlockWriter {
     sync: Option<SyncThread>,
     /// Part of temp file names; read once, as each read is a syscall.
     pid: u32,
+    /// Whether synced blocks leave the page cache (see [`BlockWriter::keep_cached`]).
+    drop_cached: bool,
 }
 
 struct Pending {
@@ -1091,14 +1094,14 @@ enum Synced {
 }
 
 impl SyncThread {
-    fn spawn(inner: Arc<Inner>) -> io::Result<SyncThread> {
+    fn spawn(inner: Arc<Inner>, drop_cached: bool) -> io::Result<SyncThread> {
         let (jobs, queue) = mpsc::sync_channel::<Vec<Pending>>(SYNC_QUEUE);
         let (report, done) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("wanda-block-sync".into())
             .spawn(move || {
                 for batch in queue {
-                    if report.send(sync_batch(&inner, batch)).is_err() {
+                    if report.send(sync_batch(&inner, batch, drop_cached)).is_err() {
                         break;
                     }
                 }
@@ -1205,7 +1208,7 @@ impl BlockWriter {
     /// waits while the thread already holds all it may.
     fn hand_off(&mut self, batch: Vec<Pending>) -> Result<(), Error> {
         if self.sync.is_none() {
-            match SyncThread::spawn(self.store.inner.clone()) {
+            match SyncThread::spawn(self.store.inner.clone(), self.drop_cached) {
                 Ok(t) => self.sync = Some(t),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a block sync thread; syncing inline");
@@ -1229,7 +1232,7 @@ impl BlockWriter {
         if batch.is_empty() {
             return Ok(());
         }
-        let outcome = sync_batch(&self.store.inner, batch);
+        let outcome = sync_batch(&self.store.inner, batch, self.drop_cached);
         let mut first = None;
         take_outcome(outcome, &mut self.unsynced, &mut self.guard, &mut first);
         first.map_or(Ok(()), Err)
@@ -1284,6 +1287,14 @@ impl BlockWriter {
             .sync_shards(self.unsynced.iter().copied())?;
         self.unsynced.clear();
         Ok(())
+    }
+
+    /// Keeps the blocks in the page cache once synced, for a writer whose
+    /// blocks are read again at once (fetched ones, which a `cat` or the
+    /// gateway is waiting for); by default an import's leave it.
+    pub fn keep_cached(mut self) -> Self {
+        self.drop_cached = false;
+        self
     }
 
     /// Flushes, then pins `root` (whose blocks need not all come from this
@@ -1346,8 +1357,8 @@ impl Drop for BlockWriter {
 
 /// Syncs one batch and renames it into place; on failure removes what is
 /// left of its temp files. Runs on the sync thread (or the caller's).
-fn sync_batch(inner: &Inner, batch: Vec<Pending>) -> Synced {
-    match commit_batch(inner, &batch) {
+fn sync_batch(inner: &Inner, batch: Vec<Pending>, drop_cached: bool) -> Synced {
+    match commit_batch(inner, &batch, drop_cached) {
         // Dropping the batch closes its files here, off the caller's thread.
         Ok(()) => Synced::Renamed(batch.iter().map(|p| p.shard).collect()),
         Err(error) => {
@@ -1375,7 +1386,7 @@ enum BatchSync<'a> {
 
 /// fdatasyncs a batch's files, creates the shard directories it is the
 /// first to need, then renames the files into place.
-fn commit_batch(inner: &Inner, batch: &[Pending]) -> Result<(), Error> {
+fn commit_batch(inner: &Inner, batch: &[Pending], drop_cached: bool) -> Result<(), Error> {
     let new_shards: BTreeSet<usize> = batch
         .iter()
         .map(|p| p.shard)
@@ -1400,7 +1411,9 @@ fn commit_batch(inner: &Inner, batch: &[Pending]) -> Result<(), Error> {
             // Its pages are clean now: give them back rather than keep a
             // second cached copy of what was just imported (the source file
             // is usually cached too). The next batch's writes reuse them.
-            flatfs::drop_cached(&p.file);
+            if drop_cached {
+                flatfs::drop_cached(&p.file);
+            }
             Ok(())
         }
         BatchSync::Parent(dir) => flatfs::sync_dir(dir),

@@ -803,3 +803,62 @@ fn pinned_recursively_knows_both_spellings_and_not_direct_pins() {
     store.pin(&d, PinMode::Direct).unwrap();
     assert!(!store.pinned_recursively(&d).unwrap());
 }
+
+/// Pages of `path` resident in the page cache, out of its pages.
+#[cfg(target_os = "linux")]
+fn resident_pages(path: &std::path::Path) -> (usize, usize) {
+    use std::os::unix::io::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // mincore only reports which of its pages are in the page cache.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn synced_blocks_leave_the_page_cache_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    let path_of = |b: &Block| store.inner.layout.block_path(&b.cid.hash().to_bytes()).1;
+
+    let imported = leaf(71, 256 << 10);
+    let mut w = store.writer();
+    w.put(&imported).unwrap();
+    drop(w.commit().unwrap());
+    assert_eq!(store.get(&imported.cid).unwrap(), imported.data);
+    // Reading it back above cached it again: check a second one unread.
+    let unread = leaf(72, 256 << 10);
+    let mut w = store.writer();
+    w.put(&unread).unwrap();
+    drop(w.commit().unwrap());
+    let (resident, pages) = resident_pages(&path_of(&unread));
+    assert_eq!(pages, 64);
+    assert_eq!(
+        resident, 0,
+        "an imported block's pages were dropped once synced"
+    );
+
+    let fetched = leaf(73, 256 << 10);
+    let mut w = store.writer().keep_cached();
+    w.put(&fetched).unwrap();
+    drop(w.commit().unwrap());
+    let (resident, _) = resident_pages(&path_of(&fetched));
+    assert_eq!(resident, 64, "a kept writer's block stays cached");
+}

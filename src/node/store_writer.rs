@@ -76,7 +76,7 @@ impl StoreWriter {
 }
 
 fn write_group(store: &FsBlockstore, group: &[Block]) -> Result<(), String> {
-    let mut w = store.writer();
+    let mut w = store.writer().keep_cached();
     for b in group {
         w.put(b).map_err(|e| e.to_string())?;
     }
