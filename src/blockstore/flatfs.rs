@@ -142,13 +142,10 @@ pub(crate) fn write_new(path: &Path, data: &[u8]) -> Result<File, Error> {
 /// hint only: durability still comes from the fsync.
 pub(crate) fn start_writeback(file: &File) {
     #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: a valid open descriptor; offset 0, length 0 = whole file.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
+    // SAFETY: a valid open descriptor; offset 0, length 0 = whole file.
+    hint(file, |fd| unsafe {
+        libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+    });
     #[cfg(not(target_os = "linux"))]
     let _ = file;
 }
@@ -156,15 +153,20 @@ pub(crate) fn start_writeback(file: &File) {
 /// Drops a synced file's pages from the page cache (a hint).
 pub(crate) fn drop_cached(file: &File) {
     #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: a valid open descriptor; offset 0, length 0 = whole file.
-        unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
+    // SAFETY: a valid open descriptor; offset 0, length 0 = whole file.
+    hint(file, |fd| unsafe {
+        libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED)
+    });
     #[cfg(not(target_os = "linux"))]
     let _ = file;
+}
+
+/// Runs a page-cache hint on `file`'s descriptor; its result is ignored,
+/// as a hint's failure costs speed, never data.
+#[cfg(target_os = "linux")]
+fn hint(file: &File, f: impl FnOnce(libc::c_int) -> libc::c_int) {
+    use std::os::unix::io::AsRawFd;
+    let _ = f(file.as_raw_fd());
 }
 
 /// Writes a small file atomically and durably: temp, fsync, rename, fsync dir.
