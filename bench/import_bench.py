@@ -93,10 +93,12 @@ def main():
         subprocess.run([sys.executable, "-c", gen, path, str(size)], check=True)
         rows = {}
 
-        def median(name, fn):
-            samples = [fn() for _ in range(RUNS)]
+        def record(name, samples):
             rows[name] = (statistics.median(s[0] for s in samples), max(s[1] for s in samples),
                           samples[-1][2])
+
+        def median(name, fn):
+            record(name, [fn() for _ in range(RUNS)])
 
         # Hashing runs in a child process: a forked child's peak RSS (ru_maxrss) includes its
         # parent's at fork time, so this process must never hold the file in memory itself.
@@ -136,9 +138,8 @@ def main():
                 else:
                     ks.append(kubo(only_hash))
                     ws.append(wanda(only_hash))
-            for name, samples in ((f"wanda-ipfs {label}", ws), (f"Kubo {label}", ks)):
-                rows[name] = (statistics.median(s[0] for s in samples), max(s[1] for s in samples),
-                              samples[-1][2])
+            record(f"wanda-ipfs {label}", ws)
+            record(f"Kubo {label}", ks)
             pair_ratios[label] = [k[0] / w[0] for w, k in zip(ws, ks)]
 
         mb = size / 1e6
