@@ -6,8 +6,9 @@
 //! shutdown signal. The CLI's `daemon` builds both with [`spawn`], runs the loop on tokio, and
 //! serves [`rpc`] over the handle; other CLI verbs reach a running daemon through [`client`].
 //!
-//! Transports: TCP (noise + yamux) and QUIC v1, as Kubo listens by default. Protocols: identify,
-//! ping, mDNS, peering and connection limits ([`behaviour`]); bitswap is wired in later.
+//! Transports: TCP (noise + yamux) and QUIC v1 ([`quic`], which reads go-libp2p's one-shot
+//! streams), as Kubo listens by default. Protocols: identify, ping, mDNS, peering, connection
+//! limits and bitswap ([`behaviour`]).
 
 pub mod add;
 pub mod behaviour;
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod peering;
 pub mod pins;
 pub mod query;
+mod quic;
 pub mod repo_stat;
 pub mod rpc;
 mod store_writer;
@@ -258,7 +260,8 @@ pub fn spawn(
             yamux::Config::default,
         )
         .map_err(|e| Error::Transport("tcp+noise", e.to_string()))?
-        .with_quic()
+        .with_other_transport(quic::transport)
+        .map_err(|e| Error::Transport("quic", e.to_string()))?
         .with_behaviour(|key| {
             behaviour::Behaviour::new(key, &behaviour_config, behaviour_store)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)

@@ -158,31 +158,13 @@ async fn refresh_peers(shared: &Arc<Shared>, client: &ClusterClient, st: &mut St
             st.cluster_addrs = peers
                 .iter()
                 .filter(|p| own.as_deref() != p.ipfs.id.as_deref())
-                .flat_map(|p| prefer_tcp(p.ipfs_addresses()))
+                .flat_map(|p| p.ipfs_addresses())
                 .collect();
             st.peers_at = Some(Instant::now());
         }
         // Pins can still work through origins and the status's addresses.
         Err(e) => tracing::debug!("cluster peers: {e}"),
     }
-}
-
-/// A cluster peer's addresses without its QUIC ones when it has TCP ones.
-///
-/// Workaround, not a preference: fetching back from Kubo v0.22 over a QUIC connection that
-/// Kubo first used to fetch from us stalls now and then (our wants get no answer, not even
-/// DONT_HAVE; seen in tests/it/web.rs, 2 runs in 4), while over TCP it never did in the same
-/// runs. Until that is understood, the connections the node keeps to the cluster's peers, the
-/// ones the gateway fetches freed stills through, are TCP.
-fn prefer_tcp(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
-    let is_quic = |a: &Multiaddr| {
-        a.iter()
-            .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
-    };
-    if addrs.iter().all(is_quic) {
-        return addrs;
-    }
-    addrs.into_iter().filter(|a| !is_quic(a)).collect()
 }
 
 /// Our addresses for `origins`, dialable ones first (the cluster dials at most 10).
@@ -489,21 +471,4 @@ pub(super) async fn blocking<T: Send + 'static>(
         .await
         .context("a pipeline job panicked")?
         .map_err(Stop::Local)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_peers_are_kept_over_tcp_when_they_can_be() {
-        let a = |s: &str| s.parse::<Multiaddr>().unwrap();
-        let both = vec![
-            a("/ip4/10.0.0.2/udp/4001/quic-v1"),
-            a("/ip4/10.0.0.2/tcp/4001"),
-        ];
-        assert_eq!(prefer_tcp(both), vec![a("/ip4/10.0.0.2/tcp/4001")]);
-        let quic = vec![a("/ip4/10.0.0.2/udp/4001/quic-v1")];
-        assert_eq!(prefer_tcp(quic.clone()), quic);
-    }
 }

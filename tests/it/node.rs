@@ -925,6 +925,76 @@ fn node_daemon_fetches_from_kubo_for_cat_and_get() {
     assert!(s.success());
 }
 
+/// Over QUIC, whichever side dialed, Kubo and the daemon fetch from each other. Kubo's bitswap
+/// server answers on a fresh stream per message and closes it at once (FIN plus STOP_SENDING on
+/// QUIC) before reading our multistream confirmation; libp2p's listener used to fail on that
+/// write and drop the message, so every fetch from Kubo over QUIC stalled until its timeout
+/// (src/node/quic.rs). Here the fetch timeout is short, so a regression fails fast.
+#[test]
+fn node_fetches_both_ways_with_kubo_over_quic() {
+    let Some(mut k) = kubo(true) else { return };
+    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
+    let mut round = 0u64;
+    let mut both_ways = |k: &mut crate::kubo::KuboPeer, d: &WandaDaemon, repo: &TestRepo| {
+        round += 1;
+        let ours = repo.path().join(format!("ours_{round}.jpg"));
+        let theirs = repo.path().join(format!("theirs_{round}.jpg"));
+        std::fs::write(&ours, crate::corpus::Prng::new(90 + round).bytes(3 << 20)).unwrap();
+        std::fs::write(&theirs, crate::corpus::Prng::new(95 + round).bytes(3 << 20)).unwrap();
+        let our_cid = d
+            .cli_ok(&["add", "-Q", ours.to_str().unwrap()])
+            .trim()
+            .to_string();
+        let dest = repo.path().join(format!("{our_cid}.out"));
+        k.download(&our_cid, &dest, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("Kubo could not fetch {our_cid} over QUIC: {e}"));
+        eqnice!(
+            crate::util::sha256_file(&ours),
+            crate::util::sha256_file(&dest)
+        );
+        let their_cid = k.add(&theirs, false).unwrap();
+        let out = d.cli(&["cat", &their_cid]);
+        assert!(
+            out.status.success(),
+            "we could not fetch {their_cid} from Kubo over QUIC: {}",
+            out.stderr_str()
+        );
+        eqnice!(crate::util::sha256_file(&theirs), sha256_hex(&out.stdout));
+    };
+
+    // Kubo dials our QUIC address.
+    let repo = TestRepo::init();
+    set_fetch_timeout(&repo, 20);
+    let d = WandaDaemon::start_with(&repo.repo_path(), None, &["--no-mdns", "--listen", quic])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ours = d
+        .addrs
+        .iter()
+        .find(|a| a.contains("/quic-v1/"))
+        .expect("a QUIC address")
+        .clone();
+    k.connect(&ours, NET_DEADLINE).unwrap();
+    both_ways(&mut k, &d, &repo);
+    let (s, _) = d.terminate();
+    assert!(s.success());
+
+    // We dial Kubo's QUIC address.
+    let repo = TestRepo::init();
+    set_fetch_timeout(&repo, 20);
+    let d = WandaDaemon::start_with(&repo.repo_path(), None, &["--no-mdns", "--listen", quic])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let theirs = k
+        .addrs()
+        .iter()
+        .find(|a| a.contains("/quic-v1/"))
+        .expect("Kubo listens on QUIC")
+        .clone();
+    d.cli_ok(&["swarm", "connect", &theirs]);
+    both_ways(&mut k, &d, &repo);
+    let (s, _) = d.terminate();
+    assert!(s.success());
+}
+
 /// Two wanda-ipfs daemons, each with a file the other lacks, fetch from each other over bitswap.
 #[test]
 fn node_two_daemons_fetch_from_each_other() {
