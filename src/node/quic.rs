@@ -108,17 +108,30 @@ impl<S> Substream<S> {
         }
     }
 
-    /// Whether `r` is the peer's STOP_SENDING on a stream it opened; remembers it if so.
-    fn peer_stopped<T>(&mut self, r: &Poll<io::Result<T>>) -> bool {
-        let stop = self.inbound
-            && matches!(r, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset);
-        if stop && !self.stopped {
-            tracing::trace!(
-                "peer stopped reading a stream it opened; our writes there are dropped"
-            );
-            self.stopped = true;
+    /// Runs one write-side call on the inner stream, unless the peer has stopped reading a
+    /// stream it opened: then the call is skipped, or its STOP_SENDING error (quinn's
+    /// `ConnectionReset`) remembered, and `done` returned as if it succeeded.
+    fn write_side<T>(
+        &mut self,
+        done: T,
+        call: impl FnOnce(Pin<&mut S>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>>
+    where
+        S: Unpin,
+    {
+        if self.stopped {
+            return Poll::Ready(Ok(done));
         }
-        stop
+        match call(Pin::new(&mut self.inner)) {
+            Poll::Ready(Err(e)) if self.inbound && e.kind() == io::ErrorKind::ConnectionReset => {
+                tracing::trace!(
+                    "peer stopped reading a stream it opened; our writes there are dropped"
+                );
+                self.stopped = true;
+                Poll::Ready(Ok(done))
+            }
+            r => r,
+        }
     }
 }
 
@@ -138,36 +151,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Substream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.stopped {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if self.peer_stopped(&r) {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        r
+        self.write_side(buf.len(), |s| s.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.stopped {
-            return Poll::Ready(Ok(()));
-        }
-        let r = Pin::new(&mut self.inner).poll_flush(cx);
-        if self.peer_stopped(&r) {
-            return Poll::Ready(Ok(()));
-        }
-        r
+        self.write_side((), |s| s.poll_flush(cx))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.stopped {
-            return Poll::Ready(Ok(()));
-        }
-        let r = Pin::new(&mut self.inner).poll_close(cx);
-        if self.peer_stopped(&r) {
-            return Poll::Ready(Ok(()));
-        }
-        r
+        self.write_side((), |s| s.poll_close(cx))
     }
 }
 

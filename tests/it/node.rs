@@ -933,10 +933,33 @@ fn node_daemon_fetches_from_kubo_for_cat_and_get() {
 #[test]
 fn node_fetches_both_ways_with_kubo_over_quic() {
     let Some(mut k) = kubo(true) else { return };
-    let quic = "/ip4/127.0.0.1/udp/0/quic-v1";
-    let mut round = 0u64;
-    let mut both_ways = |k: &mut crate::kubo::KuboPeer, d: &WandaDaemon, repo: &TestRepo| {
-        round += 1;
+    for (round, kubo_dials) in [(1u64, true), (2, false)] {
+        let repo = TestRepo::init();
+        set_fetch_timeout(&repo, 20);
+        let d = WandaDaemon::start_with(
+            &repo.repo_path(),
+            None,
+            &["--no-mdns", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        if kubo_dials {
+            let ours = d
+                .addrs
+                .iter()
+                .find(|a| a.contains("/quic-v1/"))
+                .expect("a QUIC address")
+                .clone();
+            k.connect(&ours, NET_DEADLINE).unwrap();
+        } else {
+            let theirs = k
+                .addrs()
+                .iter()
+                .find(|a| a.contains("/quic-v1/"))
+                .expect("Kubo listens on QUIC")
+                .clone();
+            d.cli_ok(&["swarm", "connect", &theirs]);
+        }
+
         let ours = repo.path().join(format!("ours_{round}.jpg"));
         let theirs = repo.path().join(format!("theirs_{round}.jpg"));
         std::fs::write(&ours, crate::corpus::Prng::new(90 + round).bytes(3 << 20)).unwrap();
@@ -956,43 +979,13 @@ fn node_fetches_both_ways_with_kubo_over_quic() {
         let out = d.cli(&["cat", &their_cid]);
         assert!(
             out.status.success(),
-            "we could not fetch {their_cid} from Kubo over QUIC: {}",
+            "we could not fetch {their_cid} from Kubo over QUIC (Kubo dialed: {kubo_dials}): {}",
             out.stderr_str()
         );
         eqnice!(crate::util::sha256_file(&theirs), sha256_hex(&out.stdout));
-    };
-
-    // Kubo dials our QUIC address.
-    let repo = TestRepo::init();
-    set_fetch_timeout(&repo, 20);
-    let d = WandaDaemon::start_with(&repo.repo_path(), None, &["--no-mdns", "--listen", quic])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ours = d
-        .addrs
-        .iter()
-        .find(|a| a.contains("/quic-v1/"))
-        .expect("a QUIC address")
-        .clone();
-    k.connect(&ours, NET_DEADLINE).unwrap();
-    both_ways(&mut k, &d, &repo);
-    let (s, _) = d.terminate();
-    assert!(s.success());
-
-    // We dial Kubo's QUIC address.
-    let repo = TestRepo::init();
-    set_fetch_timeout(&repo, 20);
-    let d = WandaDaemon::start_with(&repo.repo_path(), None, &["--no-mdns", "--listen", quic])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let theirs = k
-        .addrs()
-        .iter()
-        .find(|a| a.contains("/quic-v1/"))
-        .expect("Kubo listens on QUIC")
-        .clone();
-    d.cli_ok(&["swarm", "connect", &theirs]);
-    both_ways(&mut k, &d, &repo);
-    let (s, _) = d.terminate();
-    assert!(s.success());
+        let (s, _) = d.terminate();
+        assert!(s.success());
+    }
 }
 
 /// Two wanda-ipfs daemons, each with a file the other lacks, fetch from each other over bitswap.
