@@ -11,7 +11,7 @@
 //!
 //! Outbound: one stream, opened on demand, negotiated newest protocol first
 //! and reused for every message (as boxo's message queue does); a 1.0.0 peer
-//! gets [`encode_frame_v1_0_0`]. Every message handed in is answered with
+//! gets the 1.0.0 encoding ([`FrameParts`]). Every message handed in is answered with
 //! [`HandlerEvent::Sent`] or [`HandlerEvent::SendFailed`], which is how the
 //! behaviour bounds what it queues per peer.
 
@@ -31,7 +31,7 @@ use libp2p::swarm::{
     SubstreamProtocol,
 };
 
-use super::message::{encode_frame, encode_frame_v1_0_0, FrameDecoder, FrameError, Message};
+use super::message::{FrameDecoder, FrameError, FrameParts, Message};
 use super::{MAX_INBOUND_STREAMS_PER_CONNECTION, MAX_OUTBOUND_MESSAGES_PER_PEER, SEND_TIMEOUT};
 
 /// [`super::PROTOCOLS`] as libp2p protocol names, newest first: the order we
@@ -233,11 +233,7 @@ impl Handler {
                         self.outbound = Outbound::Idle { stream, legacy };
                         return None;
                     };
-                    let frame = if legacy {
-                        encode_frame_v1_0_0(&msg)
-                    } else {
-                        encode_frame(&msg)
-                    };
+                    let frame = FrameParts::new(&msg, legacy);
                     self.outbound = Outbound::Writing {
                         write: write_frame(stream, frame).boxed(),
                         legacy,
@@ -343,9 +339,11 @@ fn log_frame_error(e: &FrameError) {
 }
 
 /// Writes one frame and flushes, within [`SEND_TIMEOUT`].
-async fn write_frame(mut stream: Stream, frame: Vec<u8>) -> io::Result<Stream> {
+async fn write_frame(mut stream: Stream, frame: FrameParts) -> io::Result<Stream> {
     let write = async {
-        stream.write_all(&frame).await?;
+        for part in frame.parts() {
+            stream.write_all(part).await?;
+        }
         stream.flush().await
     };
     match tokio::time::timeout(SEND_TIMEOUT, write).await {

@@ -30,7 +30,7 @@ pub use handler::Handler;
 pub use ledger::{Action, Ledger, LedgerStats};
 pub use message::{
     encode_frame, encode_frame_v1_0_0, split_into_messages, BlockPresence, FrameDecoder,
-    FrameError, Message, MessageError, PresenceType, WantEntry, WantType,
+    FrameError, FrameParts, Message, MessageError, PresenceType, WantEntry, WantType,
 };
 pub use wantlist::{messages_for, ClientAction, Received, Rejection, WantList, WantListError};
 
