@@ -192,10 +192,9 @@ fn batches_sync_by_themselves_in_the_background() {
     for b in &blocks {
         w.put(b).unwrap();
     }
-    assert_eq!(
-        w.sync.as_ref().unwrap().in_flight + 1,
-        FIRST_BATCH_DONE / BATCH_BLOCKS
-    );
+    // The first batch's outcome was taken by a later put; the thread may
+    // have finished the others as well by then.
+    assert!(w.sync.as_ref().unwrap().in_flight < FIRST_BATCH_DONE / BATCH_BLOCKS);
     for b in &blocks[..BATCH_BLOCKS] {
         assert_eq!(store.get(&b.cid).unwrap(), b.data);
     }
@@ -538,6 +537,11 @@ fn verify_finds_and_removes_corrupt_blocks() {
     let bad = &blocks[1];
     corrupt_file(&store, &bad.cid);
     assert!(matches!(store.get(&bad.cid), Err(Error::Corrupt(_))));
+    // What bitswap peers get (they hash it themselves): the bytes as stored.
+    let raw = store.get_unverified(&bad.cid).unwrap();
+    assert_eq!(raw.len(), bad.data.len());
+    assert_ne!(raw, bad.data);
+    assert_eq!(store.get_unverified(&blocks[0].cid).unwrap(), blocks[0].data);
     let report = store.verify(false).unwrap();
     assert_eq!(report.checked, blocks.len() as u64);
     assert_eq!(report.corrupt.len(), 1);
