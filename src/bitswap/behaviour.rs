@@ -655,10 +655,10 @@ impl Behaviour {
         let job = tokio::task::spawn_blocking(move || {
             let mut blocks = Vec::with_capacity(to_read.len());
             for cid in to_read {
-                match store.get(&cid) {
+                match store.get_unverified(&cid) {
                     Ok(data) => blocks.push(Block { cid, data }),
                     Err(e) => {
-                        // Gone (gc) or corrupt since the lookup: say so
+                        // Gone (gc) since the lookup: say so
                         // rather than leave the peer waiting.
                         tracing::warn!(%cid, error = %e, "cannot read a block to send");
                         presences.push(BlockPresence {
