@@ -57,7 +57,7 @@ use super::{
     MAX_QUERIES, MAX_QUEUED_WANTLISTS_PER_PEER, RECENTLY_ADDED, TARGET_MESSAGE_SIZE,
 };
 use crate::block::Block;
-use crate::blockstore::{BlockSource, FsBlockstore};
+use crate::blockstore::FsBlockstore;
 
 /// Settings, in libp2p's builder shape. Defaults are the named consts in
 /// [`super`].
@@ -918,7 +918,7 @@ mod tests {
 
     use super::*;
     use crate::bitswap::message::{encode_frame, WantType};
-    use crate::blockstore::PinMode;
+    use crate::blockstore::{BlockSource, PinMode};
     use crate::unixfs::{file::import_bytes, pb::links, Chunker, ImportOptions};
 
     const WAIT: Duration = Duration::from_secs(20);

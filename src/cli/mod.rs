@@ -329,6 +329,9 @@ fn block(b: BlockCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
 }
 
 fn pin(p: PinCmd, config: Option<&Path>, repo_path: &Path) -> Result<()> {
+    if let Some(c) = swarm::daemon(repo_path)? {
+        return remote::pin(&c, p);
+    }
     let repo = open(config, repo_path)?;
     match p {
         PinCmd::Add { cids, recursive } => {

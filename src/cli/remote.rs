@@ -1,5 +1,5 @@
-//! `cat` and `get` while a daemon runs: the daemon owns the repo, so the content comes over its
-//! RPC (and from peers, through it, when the store lacks blocks).
+//! `cat`, `get` and `pin` while a daemon runs: the daemon owns the repo, so the content comes over
+//! its RPC (and from peers, through it, when the store lacks blocks).
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::Empty;
 
+use super::args::PinCmd;
 use super::swarm::block_on;
 use crate::node::client::{percent_encode, RpcClient};
 use crate::unixfs::tar::ChunkReader;
@@ -22,6 +23,44 @@ pub(super) fn cat(c: &RpcClient, path: &str) -> Result<()> {
     block_on(c.stream(&pq, None, Empty::<Bytes>::new(), |b| out.write_all(&b)))?
         .with_context(|| format!("reading {path} through the daemon"))?;
     out.flush()?;
+    Ok(())
+}
+
+/// `pin add|rm|ls` through the daemon; `pin add` fetches what the store lacks from peers. Prints
+/// what the offline commands print, except the freed-block counts of `rm`, which the RPC does not
+/// report.
+pub(super) fn pin(c: &RpcClient, p: PinCmd) -> Result<()> {
+    match p {
+        PinCmd::Add { cids, recursive } => {
+            let out = block_on(c.pin_add(&cids, recursive))?
+                .with_context(|| format!("pinning {} through the daemon", cids.join(", ")))?;
+            let mode = if recursive { "recursive" } else { "direct" };
+            for cid in out.pins {
+                println!("pinned {cid} {mode}");
+            }
+        }
+        PinCmd::Rm { cids } => {
+            let out = block_on(c.pin_rm(&cids))?
+                .with_context(|| format!("unpinning {} through the daemon", cids.join(", ")))?;
+            for cid in out.pins {
+                println!("unpinned {cid}");
+            }
+        }
+        PinCmd::Ls { quiet } => {
+            // Indirect pins are every block below a recursive one: not listed, as offline.
+            for kind in ["recursive", "direct"] {
+                let out = block_on(c.pin_ls(kind))?
+                    .with_context(|| format!("listing {kind} pins through the daemon"))?;
+                for cid in out.keys.keys() {
+                    if quiet {
+                        println!("{cid}");
+                    } else {
+                        println!("{cid} {kind}");
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

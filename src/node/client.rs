@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use libp2p::Multiaddr;
 use serde::de::DeserializeOwned;
 
+use super::pins::{PinLsOutput, PinsOutput, PIN_TIMEOUT};
 use super::rpc::{self, ErrorBody, PeersInfo, Strings, VersionInfo};
 use super::IdInfo;
 
@@ -287,11 +288,38 @@ impl RpcClient {
             .await
     }
 
+    /// Pins `paths` (fetching what the store lacks from peers); the answer names the pinned CIDs.
+    pub async fn pin_add(&self, paths: &[String], recursive: bool) -> Result<PinsOutput, Error> {
+        let pq = format!("/api/v0/pin/add?{}&recursive={recursive}", args(paths));
+        self.post(&pq, PIN_TIMEOUT + RESPONSE_SLACK).await
+    }
+
+    /// Removes the pins of `paths`; the daemon frees the blocks they alone held.
+    pub async fn pin_rm(&self, paths: &[String]) -> Result<PinsOutput, Error> {
+        let pq = format!("/api/v0/pin/rm?{}", args(paths));
+        self.post(&pq, rpc::REQUEST_TIMEOUT + RESPONSE_SLACK).await
+    }
+
+    /// The pins of one type (`recursive`, `direct`, `indirect` or `all`).
+    pub async fn pin_ls(&self, kind: &str) -> Result<PinLsOutput, Error> {
+        let pq = format!("/api/v0/pin/ls?type={}", percent_encode(kind));
+        self.post(&pq, rpc::REQUEST_TIMEOUT + RESPONSE_SLACK).await
+    }
+
     /// Connects the daemon to `addr` (`/…/p2p/<id>`); returns Kubo's "connect <id> success".
     pub async fn swarm_connect(&self, addr: &str) -> Result<Strings, Error> {
         let pq = format!("/api/v0/swarm/connect?arg={}", percent_encode(addr));
         self.post(&pq, rpc::CONNECT_TIMEOUT + RESPONSE_SLACK).await
     }
+}
+
+/// `arg=a&arg=b`, each encoded.
+fn args(paths: &[String]) -> String {
+    let args: Vec<String> = paths
+        .iter()
+        .map(|p| format!("arg={}", percent_encode(p)))
+        .collect();
+    args.join("&")
 }
 
 /// Query-string encoding: everything but unreserved characters (RFC 3986) is %XX.

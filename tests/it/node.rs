@@ -901,6 +901,26 @@ fn node_daemon_fetches_from_kubo_for_cat_and_get() {
         std::fs::read(dest.join("sub/note.txt")).unwrap()
     );
 
+    // `pin add` goes through the daemon too (the repo is the daemon's) and fetches what is missing.
+    let pinned = crate::corpus::Prng::new(78).bytes((1 << 20) + 99);
+    std::fs::write(src.join("image_0002.jpg"), &pinned).unwrap();
+    let pin_cid = k.add(&src.join("image_0002.jpg"), false).unwrap();
+    eqnice!(
+        format!("pinned {pin_cid} recursive\n"),
+        d.cli_ok(&["pin", "add", &pin_cid])
+    );
+    assert!(
+        d.cli_ok(&["pin", "ls"])
+            .lines()
+            .any(|l| l == format!("{pin_cid} recursive")),
+        "pin ls lacks {pin_cid}"
+    );
+    eqnice!(
+        format!("unpinned {pin_cid}\n"),
+        d.cli_ok(&["pin", "rm", &pin_cid])
+    );
+    assert!(!d.cli_ok(&["pin", "ls", "-q"]).contains(&pin_cid));
+
     // A CID nobody has (the sha256 of nothing we stored) fails, saying so.
     let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
     let t = Instant::now();
