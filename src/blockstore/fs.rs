@@ -384,6 +384,24 @@ impl FsBlockstore {
     /// directly (the root block only). Re-pinning is a no-op; pinning
     /// directly what is pinned recursively keeps the recursive pin.
     pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<(), Error> {
+        self.pin_with_links(root, mode, &HashMap::new())
+    }
+
+    /// [`FsBlockstore::pin`], told the links of dag-pb nodes the caller
+    /// has just parsed (a fetch walked the DAG already), so the walk need not
+    /// read those blocks back; every block must still be present. Without
+    /// this, pinning a fetched 256 MiB CIDv0 file read and hashed all of it a
+    /// second time (its leaves are dag-pb too).
+    pub fn pin_with_links(
+        &self,
+        root: &Cid,
+        mode: PinMode,
+        known: &HashMap<Cid, Vec<Cid>>,
+    ) -> Result<(), Error> {
+        let known: HashMap<Vec<u8>, &Vec<Cid>> = known
+            .iter()
+            .map(|(c, l)| (c.hash().to_bytes(), l))
+            .collect();
         let _m = lock(&self.inner.meta_lock);
         let wtx = self
             .inner
@@ -405,7 +423,10 @@ impl FsBlockstore {
             }
             // Locked per lookup: a walk may read blocks from disk, and
             // imports take this lock for each dag-pb node they write.
-            let hint = |key: &[u8]| lock(&self.inner.import_links).get(key).cloned();
+            let hint = |key: &[u8]| {
+                let imported = lock(&self.inner.import_links).get(key).cloned();
+                imported.or_else(|| known.get(key).map(|l| l.to_vec()))
+            };
             let walk = self.walk(&links, root, mode, &hint, true)?;
             if let Some(old) = old {
                 let old_walk = self.walk(&links, root, old, &hint, false)?;

@@ -541,7 +541,10 @@ fn verify_finds_and_removes_corrupt_blocks() {
     let raw = store.get_unverified(&bad.cid).unwrap();
     assert_eq!(raw.len(), bad.data.len());
     assert_ne!(raw, bad.data);
-    assert_eq!(store.get_unverified(&blocks[0].cid).unwrap(), blocks[0].data);
+    assert_eq!(
+        store.get_unverified(&blocks[0].cid).unwrap(),
+        blocks[0].data
+    );
     let report = store.verify(false).unwrap();
     assert_eq!(report.checked, blocks.len() as u64);
     assert_eq!(report.corrupt.len(), 1);
@@ -735,6 +738,42 @@ fn pin_after_commit_uses_the_import_links_while_the_guard_lives() {
     // Without it, it reads them (and so finds the corrupt one).
     let err = pin_after_corruption("dropped", false).unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn pin_with_links_reads_no_block_it_was_told_about_but_needs_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsBlockstore::open(dir.path()).unwrap();
+    // dag-pb leaves under a root, stored with no guard left (as fetched blocks are).
+    let leaves: Vec<Block> = (0..4).map(|i| node(&[], &format!("fetched {i}"))).collect();
+    let root = node(&leaves.iter().collect::<Vec<_>>(), "fetched");
+    for b in leaves.iter().chain([&root]) {
+        store.put_block(b).unwrap();
+    }
+    let known: HashMap<Cid, Vec<Cid>> = leaves
+        .iter()
+        .map(|l| (l.cid, Vec::new()))
+        .chain([(root.cid, leaves.iter().map(|l| l.cid).collect())])
+        .collect();
+    // A missing leaf fails the pin whatever the caller knows.
+    assert!(store.delete_block(&leaves[3].cid).unwrap());
+    let err = store
+        .pin_with_links(&root.cid, PinMode::Recursive, &known)
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingBlock { .. }), "{err}");
+    store.put_block(&leaves[3]).unwrap();
+    // A leaf that rotted after the fetch is not read, so not seen; a plain pin would read it.
+    corrupt_file(&store, &leaves[1].cid);
+    store
+        .pin_with_links(&root.cid, PinMode::Recursive, &known)
+        .unwrap();
+    assert!(store
+        .pins()
+        .unwrap()
+        .contains(&(root.cid, PinMode::Recursive)));
+    // What it was told is remembered: unpinning frees every block.
+    let freed = store.unpin(&root.cid).unwrap();
+    assert_eq!(freed.blocks, 5);
 }
 
 #[test]

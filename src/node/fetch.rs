@@ -5,14 +5,14 @@
 //! is the order the exporter reads leaves in; the exporter runs beside it over a [`NetSource`],
 //! which finds most blocks already stored (or queued for storing) by the time it asks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use cid::Cid;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{Error, Node};
-use crate::block::RAW;
+use crate::block::{DAG_PB, RAW};
 use crate::blockstore::{self, BlockSource};
 
 /// Blocks requested at once by one [`fetch_dag`]: enough to keep every peer's want-block
@@ -21,10 +21,14 @@ use crate::blockstore::{self, BlockSource};
 pub const FETCH_WINDOW: usize = 64;
 
 /// What one [`fetch_dag`] went through.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FetchReport {
     /// Distinct blocks in the DAG.
     pub blocks: u64,
+    /// The links of every dag-pb node walked (none for a leaf): what a pin of the DAG
+    /// would otherwise read every node back to learn
+    /// ([`crate::blockstore::FsBlockstore::pin_with_links`]).
+    pub links: HashMap<Cid, Vec<Cid>>,
 }
 
 /// Makes every block of the DAG under `root` local, fetching what is missing from connected
@@ -46,23 +50,28 @@ pub async fn fetch_dag(node: &Node, root: Cid) -> Result<FetchReport, Error> {
             return Ok(report);
         };
         report.blocks += 1;
+        let (cid, children) = done?;
         // Reversed onto the stack, so the first child is the next fetched.
-        stack.extend(done?.into_iter().rev());
+        stack.extend(children.iter().rev().copied());
+        if cid.codec() == DAG_PB {
+            report.links.insert(cid, children);
+        }
     }
 }
 
-/// Ensures `cid` is stored and returns its children.
-async fn children_of(node: &Node, cid: Cid) -> Result<Vec<Cid>, Error> {
+/// Ensures `cid` is stored and returns it with its children.
+async fn children_of(node: &Node, cid: Cid) -> Result<(Cid, Vec<Cid>), Error> {
     if cid.codec() == RAW {
         // A raw block has no links: no need to read it back when it is already here.
         node.ensure(cid).await?;
-        return Ok(Vec::new());
+        return Ok((cid, Vec::new()));
     }
     let data = node.block(cid).await?;
-    crate::unixfs::pb::links(&cid, &data).map_err(|e| Error::BadBlock {
+    let links = crate::unixfs::pb::links(&cid, &data).map_err(|e| Error::BadBlock {
         cid: cid.to_string(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok((cid, links))
 }
 
 /// A [`BlockSource`] that reads the store and fetches what it lacks through the node. Its `get`

@@ -5,7 +5,7 @@
 //! One difference from Kubo, from the store's design: `pin/rm` frees the blocks no other pin
 //! needs at once (what Kubo leaves to the next `repo gc`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -151,17 +151,19 @@ async fn pin_one(node: &Node, arg: &str, recursive: bool) -> Result<Cid, ApiErro
     let mut tries = 0;
     loop {
         tries += 1;
+        let mut known = HashMap::new();
         if recursive {
-            fetch_dag(node, cid)
+            known = fetch_dag(node, cid)
                 .await
-                .map_err(|e| ApiError::internal(format!("pin: {e}")))?;
+                .map_err(|e| ApiError::internal(format!("pin: {e}")))?
+                .links;
         } else {
             node.ensure(cid)
                 .await
                 .map_err(|e| ApiError::internal(format!("pin: block {cid}: {e}")))?;
         }
         let s = store.clone();
-        match blocking(move || Ok(s.pin(&cid, mode))).await? {
+        match blocking(move || Ok(s.pin_with_links(&cid, mode, &known))).await? {
             Ok(()) => return Ok(cid),
             Err(blockstore::Error::MissingBlock { .. }) if tries < PIN_TRIES => continue,
             Err(e) => return Err(store_error(e)),
