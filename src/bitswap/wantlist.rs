@@ -14,9 +14,10 @@
 //!    block moves the want-block to the next backup. When nobody has it, the
 //!    want stays: Kubo servers keep a want after DONT_HAVE and send the block
 //!    if it arrives; after [`REBROADCAST_INTERVAL`] we also ask everyone again.
-//! 4. A received block is looked up by multihash, verified against the CID we
-//!    asked with ([`crate::block::verify`]) and only then yielded, under our
-//!    CID; every other peer we asked gets a cancel. A block nobody asked for
+//! 4. A received block is looked up by the multihash of its bytes, which
+//!    [`Message::decode`] computed (a payload carries only a CID prefix), so
+//!    finding the want is the check against the CID we asked with; it is
+//!    then yielded under our CID, and every other peer we asked gets a cancel. A block nobody asked for
 //!    counts against its sender, unless we received it recently (it crossed
 //!    our cancel).
 //!
@@ -41,7 +42,7 @@ use super::{
     ANSWER_TIMEOUT, BLOCK_REQUEST_TIMEOUT, MAX_BLOCK_REQUESTS_PER_PEER, MAX_PENDING_WANTS,
     MAX_WANTS_IN_FLIGHT, REBROADCAST_INTERVAL, RECENTLY_RECEIVED,
 };
-use crate::block::{verify, Block, BlockError, IDENTITY};
+use crate::block::{Block, IDENTITY};
 
 /// Something the client should send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +74,10 @@ pub enum WantListError {
 /// Why a received block was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// Also what bytes that do not match the CID asked for come to: they hash
+    /// to some other CID.
     #[error("block {cid} was never asked for")]
     Unwanted { cid: Cid },
-    #[error(transparent)]
-    Corrupt(#[from] BlockError),
 }
 
 /// What became of a received block.
@@ -275,7 +276,10 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
         self.fill_block_slots(now)
     }
 
-    /// A block from `peer`; see the module docs for the rules.
+    /// A block from `peer`; see the module docs for the rules. `block.cid`
+    /// must name the hash of `block.data`, as [`Message::decode`] and
+    /// [`Block::new`] make it: the want is found by that hash, and nothing
+    /// here hashes the bytes again (a second SHA-256 of every fetched byte).
     pub fn on_block(&mut self, peer: &P, block: Block, now: Instant) -> Received<P> {
         let mh = *block.cid.hash();
         let Some(want) = self.remove_active(&mh) else {
@@ -285,16 +289,6 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
             self.penalize(peer);
             return Received::Rejected(Rejection::Unwanted { cid: block.cid });
         };
-        if let Err(e) = verify(&want.cid, &block.data) {
-            // Put the want back: someone else may still send the right bytes.
-            let block_from = want.block_from.clone();
-            self.reinsert(mh, want);
-            if let Some((p, _)) = block_from.filter(|(p, _)| p == peer) {
-                self.on_block_failed(&mh, &p);
-            }
-            self.penalize(peer);
-            return Received::Rejected(Rejection::Corrupt(e));
-        }
         self.remember(mh);
         let mut actions = cancels(&want, Some(peer));
         actions.extend(self.promote(now));
@@ -486,26 +480,6 @@ impl<P: Clone + Eq + Hash + Ord + Debug> WantList<P> {
             release(&mut self.block_requests, p);
         }
         Some(w)
-    }
-
-    fn reinsert(&mut self, mh: Multihash<64>, w: Want<P>) {
-        // Back in its old place in the order: its seq is gone, so it gets a
-        // fresh one; the slot count is unchanged.
-        self.seq += 1;
-        if let Some((p, _)) = &w.block_from {
-            *self.block_requests.entry(p.clone()).or_default() += 1;
-        }
-        self.by_hash.insert(mh, self.seq);
-        self.active.insert(self.seq, w);
-    }
-
-    /// The peer asked for the block sent bad bytes: ask the next one.
-    fn on_block_failed(&mut self, mh: &Multihash<64>, peer: &P) {
-        if let Some(w) = self.by_hash.get(mh).and_then(|s| self.active.get_mut(s)) {
-            w.block_from = None;
-            w.dont_haves.insert(peer.clone());
-            release(&mut self.block_requests, peer);
-        }
     }
 
     fn penalize(&mut self, peer: &P) {
@@ -749,15 +723,22 @@ mod tests {
         ));
         let _ = w.want(cid(1), t).unwrap();
         let _ = w.on_presence(&1, &cid(1), PresenceType::Have, t);
-        // Bytes that do not hash to the CID they claim.
-        let bad = Block {
-            cid: cid(1),
-            data: Bytes::from_static(b"not block 1"),
+        // Bytes that do not match the CID they are sent for: on the wire a
+        // block is its CID prefix and bytes, so it decodes as another block.
+        let forged = Message {
+            blocks: vec![Block {
+                cid: cid(1),
+                data: Bytes::from_static(b"not block 1"),
+            }],
+            ..Default::default()
         };
-        assert!(matches!(
-            w.on_block(&1, bad, t),
-            Received::Rejected(Rejection::Corrupt(BlockError::HashMismatch { .. }))
-        ));
+        let wire = crate::bitswap::encode_frame(&forged);
+        let frames = crate::bitswap::FrameDecoder::new().push(&wire).unwrap();
+        let decoded = Message::decode(frames[0].clone()).unwrap();
+        assert_ne!(decoded.blocks[0].cid, cid(1));
+        let (got, _, rejected) = w.on_message(&1, decoded, t);
+        assert!(got.is_empty());
+        assert!(matches!(rejected[..], [Rejection::Unwanted { .. }]));
         assert_eq!(w.misbehaviour(&1), 2);
         assert!(w.is_wanted(&cid(1)), "still wanted after a bad copy");
         assert!(matches!(
