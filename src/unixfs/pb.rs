@@ -117,38 +117,74 @@ impl PbNode {
     /// (Links), links before data, data at most once; in a link, Hash (required),
     /// Name, Tsize in that order and each at most once.
     pub fn decode(bytes: &Bytes) -> Result<PbNode, PbError> {
-        let mut buf = bytes.clone();
         let mut node = PbNode::default();
-        while buf.has_remaining() {
-            let (field, wt) = get_key(&mut buf)?;
-            match (field, wt) {
-                (1, 2) => {
-                    if node.data.is_some() {
-                        return Err(PbError::Invalid("duplicate Data field"));
-                    }
-                    node.data = Some(get_bytes(&mut buf)?);
-                }
-                (2, 2) => {
-                    if node.data.is_some() {
-                        return Err(PbError::Invalid("Links after Data"));
-                    }
-                    let lb = get_bytes(&mut buf)?;
-                    node.links.push(decode_link(lb)?);
-                }
-                (field, wire_type) => {
-                    return Err(PbError::UnexpectedField {
-                        message: "PBNode",
-                        field,
-                        wire_type,
-                    })
-                }
-            }
-        }
+        scan_node(
+            bytes.clone(),
+            |d| node.data = Some(d),
+            |l| node.links.push(l),
+        )?;
         Ok(node)
     }
 }
 
-fn decode_link(mut buf: Bytes) -> Result<PbLink, PbError> {
+/// A buffer a node is decoded from: [`Bytes`] (fields shared, not copied)
+/// or a plain slice (for [`links`], which keeps no field).
+trait Split: Buf + AsRef<[u8]> + Sized {
+    fn split(&mut self, n: usize) -> Self;
+}
+
+impl Split for Bytes {
+    fn split(&mut self, n: usize) -> Self {
+        self.split_to(n)
+    }
+}
+
+impl Split for &[u8] {
+    fn split(&mut self, n: usize) -> Self {
+        let (head, tail) = self.split_at(n);
+        *self = tail;
+        head
+    }
+}
+
+/// Walks a PBNode's fields with [`PbNode::decode`]'s checks, handing over
+/// the Data field and each decoded link.
+fn scan_node<B: Split>(
+    mut buf: B,
+    mut on_data: impl FnMut(B),
+    mut on_link: impl FnMut(PbLink),
+) -> Result<(), PbError> {
+    let mut seen_data = false;
+    while buf.has_remaining() {
+        let (field, wt) = get_key(&mut buf)?;
+        match (field, wt) {
+            (1, 2) => {
+                if seen_data {
+                    return Err(PbError::Invalid("duplicate Data field"));
+                }
+                seen_data = true;
+                on_data(get_bytes(&mut buf)?);
+            }
+            (2, 2) => {
+                if seen_data {
+                    return Err(PbError::Invalid("Links after Data"));
+                }
+                let lb = get_bytes(&mut buf)?;
+                on_link(decode_link(lb)?);
+            }
+            (field, wire_type) => {
+                return Err(PbError::UnexpectedField {
+                    message: "PBNode",
+                    field,
+                    wire_type,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode_link<B: Split>(mut buf: B) -> Result<PbLink, PbError> {
     let mut cid = None;
     let mut name = None;
     let mut tsize = None;
@@ -162,11 +198,13 @@ fn decode_link(mut buf: Bytes) -> Result<PbLink, PbError> {
         match (field, wt) {
             (1, 2) => {
                 let h = get_bytes(&mut buf)?;
-                cid = Some(Cid::try_from(&h[..]).map_err(|e| PbError::BadLinkCid(e.to_string()))?);
+                cid = Some(
+                    Cid::try_from(h.as_ref()).map_err(|e| PbError::BadLinkCid(e.to_string()))?,
+                );
             }
             (2, 2) => {
                 let n = get_bytes(&mut buf)?;
-                name = Some(String::from_utf8(n.to_vec()).map_err(|_| PbError::BadName)?);
+                name = Some(String::from_utf8(n.as_ref().to_vec()).map_err(|_| PbError::BadName)?);
             }
             (3, 0) => tsize = Some(get_varint(&mut buf)?),
             (field, wire_type) => {
@@ -186,11 +224,12 @@ fn decode_link(mut buf: Bytes) -> Result<PbLink, PbError> {
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, PbError> {
     match cid.codec() {
         RAW => Ok(Vec::new()),
-        DAG_PB => Ok(PbNode::decode(&Bytes::copy_from_slice(data))?
-            .links
-            .into_iter()
-            .map(|l| l.cid)
-            .collect()),
+        DAG_PB => {
+            // Read in place: a leaf's Data (a 256 KiB chunk) is skipped, not copied.
+            let mut links = Vec::new();
+            scan_node(data, |_| {}, |l| links.push(l.cid))?;
+            Ok(links)
+        }
         codec => Err(PbError::UnsupportedCodec { cid: *cid, codec }),
     }
 }
@@ -298,17 +337,17 @@ pub fn get_varint(buf: &mut impl Buf) -> Result<u64, PbError> {
     Err(PbError::Varint)
 }
 
-fn get_key(buf: &mut Bytes) -> Result<(u64, u64), PbError> {
+fn get_key(buf: &mut impl Buf) -> Result<(u64, u64), PbError> {
     let k = get_varint(buf)?;
     Ok((k >> 3, k & 7))
 }
 
-fn get_bytes(buf: &mut Bytes) -> Result<Bytes, PbError> {
+fn get_bytes<B: Split>(buf: &mut B) -> Result<B, PbError> {
     let n = get_varint(buf)?;
     if n > buf.remaining() as u64 {
         return Err(PbError::Truncated("length-delimited field"));
     }
-    Ok(buf.split_to(n as usize))
+    Ok(buf.split(n as usize))
 }
 
 #[cfg(test)]
@@ -403,12 +442,21 @@ mod tests {
             };
             let enc = node.encode();
             prop_assert_eq!(enc.len(), node.encoded_len());
+            let pb = cid_of(Version::V1, DAG_PB, &enc);
+            let want: Vec<Cid> = node.links.iter().map(|l| l.cid).collect();
+            prop_assert_eq!(super::links(&pb, &enc).unwrap(), want);
             prop_assert_eq!(PbNode::decode(&Bytes::from(enc)).unwrap(), node);
         }
 
         #[test]
         fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = PbNode::decode(&Bytes::from(b.clone()));
+            let decoded = PbNode::decode(&Bytes::from(b.clone()));
+            // `links` reads in place but accepts and refuses exactly what `decode` does.
+            let pb = cid_of(Version::V1, DAG_PB, &b);
+            prop_assert_eq!(
+                links(&pb, &b).ok(),
+                decoded.ok().map(|n| n.links.into_iter().map(|l| l.cid).collect::<Vec<_>>())
+            );
             let _ = decode_unixfs(&b);
         }
 
