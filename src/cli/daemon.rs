@@ -98,8 +98,10 @@ pub(super) fn run(args: DaemonArgs, config: Option<&Path>, repo_path: &Path) -> 
 /// every block buffer comes from the per-thread heaps, which fragment and are rarely trimmed.
 /// Setting the threshold fixes it (no more rising): buffers of 128 KiB and up go back to the
 /// system when freed. `bash bench/node.sh` measured peak RSS serving a wanda-ipfs fetcher at
-/// 47.7 MiB without this and 22.7 MiB with it, serving Kubo 25.6 and 16.7 MiB. musl (the static
-/// build) has no such threshold to fix: its allocator returns large chunks already.
+/// 47.7 MiB without this and 22.7 MiB with it, serving Kubo 25.6 and 16.7 MiB. The static arm64
+/// build links glibc too (-gnu, +crt-static), so the Pi gets the same setting. Raising the
+/// threshold or the trim threshold instead (freed buffers kept for reuse) did not move serving
+/// speed beyond the runs' noise once messages stopped being copied whole (FrameParts).
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
