@@ -31,7 +31,6 @@ use super::flatfs::{self, io_err, Layout, ShardFiles};
 use super::meta::{self, db_err, LINKS, PINS, REFS};
 use super::{BlockSink, BlockSource, Error};
 use crate::block::{Block, DAG_PB, IDENTITY, RAW};
-use crate::unixfs::pb::{PbError, PbNode};
 
 /// Largest block accepted or read: bitswap's message limit. Kubo's chunkers
 /// stay at or under 1 MiB.
@@ -205,24 +204,10 @@ fn key_to_cid(key: &[u8]) -> Cid {
 
 /// The children of a dag-pb block.
 fn dag_links(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, Error> {
-    links_of(cid, data).map_err(|source| Error::BadNode {
+    crate::unixfs::pb::links(cid, data).map_err(|source| Error::BadNode {
         cid: *cid,
         source: Box::new(source),
     })
-}
-
-/// The children of a block, as `pb::links` finds them, but decoding the
-/// block's own `Bytes`: `pb::links` takes a slice and copies it first, which
-/// for an import of CIDv0 leaves is a second copy of every byte imported.
-fn links_of(cid: &Cid, data: &Bytes) -> Result<Vec<Cid>, PbError> {
-    if cid.codec() != DAG_PB {
-        return crate::unixfs::pb::links(cid, data);
-    }
-    Ok(PbNode::decode(data)?
-        .links
-        .into_iter()
-        .map(|l| l.cid)
-        .collect())
 }
 
 impl FsBlockstore {
@@ -1212,7 +1197,7 @@ impl BlockWriter {
         let inner = &self.store.inner;
         if block.cid.codec() == DAG_PB {
             // Ill-formed nodes are stored all the same; pinning reports them.
-            if let Ok(children) = links_of(&block.cid, &block.data) {
+            if let Ok(children) = crate::unixfs::pb::links(&block.cid, &block.data) {
                 lock(&inner.import_links).insert(key.clone(), children);
             }
         }
