@@ -17,9 +17,9 @@
 //! 4. A received block is looked up by the multihash of its bytes, which
 //!    [`Message::decode`] computed (a payload carries only a CID prefix), so
 //!    finding the want is the check against the CID we asked with; it is
-//!    then yielded under our CID, and every other peer we asked gets a cancel. A block nobody asked for
-//!    counts against its sender, unless we received it recently (it crossed
-//!    our cancel).
+//!    then yielded under our CID, and every other peer we asked gets a
+//!    cancel. A block nobody asked for counts against its sender, unless we
+//!    received it recently (it crossed our cancel).
 //!
 //! Bounded: [`MAX_WANTS_IN_FLIGHT`] wants are active, up to
 //! [`MAX_PENDING_WANTS`] wait behind them, and a peer has at most
