@@ -50,6 +50,7 @@ use multihash::Multihash;
 use super::handler::{Command, Handler, HandlerEvent};
 use super::ledger::{Action, Ledger, LedgerStats};
 use super::message::{split_into_messages, BlockPresence, Message, PresenceType, WantEntry};
+use super::recycle::FramePool;
 use super::wantlist::{messages_for, ClientAction, WantList, WantListError};
 use super::{
     ASSUMED_BLOCK_SIZE, DEFAULT_GET_TIMEOUT, MAX_CONCURRENT_LOOKUPS, MAX_CONCURRENT_READS,
@@ -58,6 +59,10 @@ use super::{
 };
 use crate::block::Block;
 use crate::blockstore::FsBlockstore;
+
+/// How often idle receive buffers are offered back to the allocator: a
+/// buffer not reused for one whole period is freed (see [`FramePool::trim`]).
+const POOL_TRIM_PERIOD: Duration = Duration::from_secs(5);
 
 /// Settings, in libp2p's builder shape. Defaults are the named consts in
 /// [`super`].
@@ -242,6 +247,10 @@ pub struct Behaviour {
     /// Query deadlines in creation order (one timeout for all, so sorted).
     deadlines: VecDeque<(Instant, QueryId)>,
     timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+    /// Receive buffers shared by every connection's handler.
+    pool: FramePool,
+    /// When the pool is next trimmed; armed by inbound messages.
+    pool_trim_at: Option<Instant>,
     /// Peers with something to flush.
     dirty: HashSet<PeerId>,
     events: VecDeque<ToSwarm<Event, Command>>,
@@ -280,6 +289,8 @@ impl Behaviour {
             by_hash: HashMap::new(),
             deadlines: VecDeque::new(),
             timer: None,
+            pool: FramePool::new(),
+            pool_trim_at: None,
             dirty: HashSet::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -703,6 +714,11 @@ impl Behaviour {
 
     /// Fails gets past their deadline and runs the wantlist's timers.
     fn on_timer(&mut self, now: Instant) {
+        if self.pool_trim_at.is_some_and(|at| at <= now) {
+            // Keep trimming while the pool holds buffers: the last ones can
+            // come back from the store writer after the last message.
+            self.pool_trim_at = self.pool.trim().then(|| now + POOL_TRIM_PERIOD);
+        }
         let actions = self.wantlist.on_tick(now);
         self.send_client_actions(actions);
         while let Some(&(at, query)) = self.deadlines.front() {
@@ -734,10 +750,10 @@ impl Behaviour {
             self.deadlines.pop_front();
         }
         let query = self.deadlines.front().map(|(at, _)| *at);
-        match (self.wantlist.next_deadline(), query) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.wantlist.next_deadline(), query, self.pool_trim_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Polls the timer; true if it fired.
@@ -775,6 +791,7 @@ impl Behaviour {
             self.config.max_inbound_streams,
             self.config.max_outbound_messages_per_peer,
         )
+        .with_pool(self.pool.clone())
     }
 
     fn on_connection_closed(&mut self, c: ConnectionClosed<'_>) {
@@ -850,7 +867,12 @@ impl NetworkBehaviour for Behaviour {
         event: THandlerOutEvent<Self>,
     ) {
         match event {
-            HandlerEvent::Message(m) => self.on_message(peer, m),
+            HandlerEvent::Message(m) => {
+                if self.pool_trim_at.is_none() {
+                    self.pool_trim_at = Some(Instant::now() + POOL_TRIM_PERIOD);
+                }
+                self.on_message(peer, m)
+            }
             HandlerEvent::Sent | HandlerEvent::SendFailed => {
                 if matches!(event, HandlerEvent::SendFailed) {
                     self.stats.send_failures += 1;

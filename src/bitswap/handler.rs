@@ -32,6 +32,7 @@ use libp2p::swarm::{
 };
 
 use super::message::{FrameDecoder, FrameError, FrameParts, Message};
+use super::recycle::FramePool;
 use super::{MAX_INBOUND_STREAMS_PER_CONNECTION, MAX_OUTBOUND_MESSAGES_PER_PEER, SEND_TIMEOUT};
 
 /// [`super::PROTOCOLS`] as libp2p protocol names, newest first: the order we
@@ -147,6 +148,8 @@ pub struct Handler {
     max_queue: usize,
     /// One read buffer shared by every inbound stream (they are read in turn).
     buf: Vec<u8>,
+    /// Where inbound frames' buffers come from and go back to.
+    pool: FramePool,
 }
 
 impl std::fmt::Debug for Handler {
@@ -181,7 +184,15 @@ impl Handler {
             max_inbound: max_inbound.max(1),
             max_queue: max_queue.max(1),
             buf: Vec::new(),
+            pool: FramePool::new(),
         }
+    }
+
+    /// Reads inbound frames into buffers recycled through `pool` (shared with
+    /// the other connections' handlers).
+    pub fn with_pool(mut self, pool: FramePool) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// Reads every inbound stream in turn, decoding frames into events.
@@ -410,7 +421,7 @@ impl ConnectionHandler for Handler {
                 }
                 self.inbound.push_back(Inbound {
                     stream,
-                    decoder: FrameDecoder::new(),
+                    decoder: FrameDecoder::with_pool(self.pool.clone()),
                 });
             }
             ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {

@@ -20,6 +20,7 @@ use bytes::{Buf, Bytes};
 use cid::{Cid, Version};
 use prost::Message as _;
 
+use super::recycle::FramePool;
 use super::{
     MAX_BLOCKS_PER_MESSAGE, MAX_CID_BYTES, MAX_ENTRIES_PER_MESSAGE, MAX_MESSAGE_SIZE,
     MAX_PRESENCES_PER_MESSAGE,
@@ -567,14 +568,17 @@ enum State {
 /// Splits a byte stream, fed in pieces of any size, into frame bodies.
 ///
 /// It buffers at most one incomplete frame (never more than its max size, and
-/// only as the bytes arrive, never on the strength of a length prefix alone);
-/// complete frames in the caller's input are copied out directly. After an
+/// fresh memory only as the bytes arrive, never on the strength of a length
+/// prefix alone); complete frames in the caller's input are copied out
+/// directly. With a [`FramePool`] a large frame is read into a recycled buffer
+/// (memory the pool already holds) and returns to it when dropped. After an
 /// error every further call returns the same error.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max: usize,
     state: State,
     buf: Vec<u8>,
+    pool: Option<FramePool>,
     failed: Option<FrameError>,
 }
 
@@ -599,7 +603,17 @@ impl FrameDecoder {
             max,
             state: State::Len { value: 0, bytes: 0 },
             buf: Vec::new(),
+            pool: None,
             failed: None,
+        }
+    }
+
+    /// A decoder enforcing [`MAX_MESSAGE_SIZE`] that reads large frames into
+    /// buffers recycled through `pool`.
+    pub fn with_pool(pool: FramePool) -> Self {
+        FrameDecoder {
+            pool: Some(pool),
+            ..Self::new()
         }
     }
 
@@ -643,6 +657,9 @@ impl FrameDecoder {
                             input = &input[len..];
                             self.state = State::Len { value: 0, bytes: 0 };
                         } else {
+                            if let Some(buf) = self.pool.as_ref().and_then(|p| p.take(len)) {
+                                self.buf = buf;
+                            }
                             self.state = State::Body { len };
                         }
                     } else if bytes >= MAX_VARINT_BYTES {
@@ -657,7 +674,11 @@ impl FrameDecoder {
                     self.buf.extend_from_slice(&input[..take]);
                     input = &input[take..];
                     if self.buf.len() == len {
-                        frames.push(Bytes::from(std::mem::take(&mut self.buf)));
+                        let buf = std::mem::take(&mut self.buf);
+                        frames.push(match &self.pool {
+                            Some(pool) => pool.freeze(buf),
+                            None => Bytes::from(buf),
+                        });
                         self.state = State::Len { value: 0, bytes: 0 };
                     }
                 }
@@ -1001,6 +1022,44 @@ mod tests {
             Message::decode(body.into()),
             Err(MessageError::TooMany { what: "blocks", .. })
         ));
+    }
+
+    /// A pooled decoder reads the next large frame into the buffer the last
+    /// one's blocks came back with, and never while a block still uses it.
+    #[test]
+    fn pooled_decoder_reuses_a_frame_buffer_once_its_blocks_drop() {
+        let pool = FramePool::new();
+        let mut d = FrameDecoder::with_pool(pool.clone());
+        let frame = |seed: u8| {
+            encode_frame(&Message {
+                blocks: vec![blk(&vec![seed; 256 << 10])],
+                ..Message::default()
+            })
+        };
+        let decode = |d: &mut FrameDecoder, wire: &[u8]| {
+            // In read-sized pieces, as from a stream, so the body is buffered.
+            let mut frames = Vec::new();
+            for piece in wire.chunks(64 << 10) {
+                frames.extend(d.push(piece).unwrap());
+            }
+            assert_eq!(frames.len(), 1);
+            Message::decode(frames.pop().unwrap()).unwrap()
+        };
+        let first = decode(&mut d, &frame(1));
+        assert_eq!(pool.held(), 0, "the block holds its frame");
+        let block = first.blocks[0].clone();
+        drop(first);
+        let second = decode(&mut d, &frame(2));
+        assert_eq!(pool.held(), 0, "the first frame was still in use");
+        assert!(block.data.iter().all(|&b| b == 1), "and untouched");
+        drop(block);
+        let at = pool.held();
+        assert!(at > 256 << 10, "the first frame came back: {at}");
+        let third = decode(&mut d, &frame(3));
+        assert_eq!(pool.held(), 0, "the third frame took it");
+        assert!(third.blocks[0].data.iter().all(|&b| b == 3));
+        assert!(second.blocks[0].data.iter().all(|&b| b == 2));
+        assert_eq!(third.blocks[0].cid, blk(&vec![3; 256 << 10]).cid);
     }
 
     #[test]

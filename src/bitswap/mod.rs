@@ -9,6 +9,7 @@
 //! - [`ledger`]: the server side, what each peer wants from us and a
 //!   fair (deficit round robin) scheduler of what to send them.
 //! - [`wantlist`]: the client side, what we want and from whom.
+//! - [`recycle`]: frame buffers reused once their blocks are dropped.
 //! - [`behaviour`] and [`handler`]: the libp2p I/O shell that drives the
 //!   three above (the only part that touches streams, tokio or the store).
 //!
@@ -22,6 +23,7 @@ pub mod behaviour;
 pub mod handler;
 pub mod ledger;
 pub mod message;
+pub mod recycle;
 pub mod wantlist;
 
 pub use behaviour::{Behaviour, Config, Event, GetError, QueryId, Stats};
@@ -32,6 +34,7 @@ pub use message::{
     encode_frame, encode_frame_v1_0_0, split_into_messages, BlockPresence, FrameDecoder,
     FrameError, FrameParts, Message, MessageError, PresenceType, WantEntry, WantType,
 };
+pub use recycle::FramePool;
 pub use wantlist::{messages_for, ClientAction, Received, Rejection, WantList, WantListError};
 
 /// Protocol ids, newest first (boxo v0.11.0 `bitswap/network/internal/default.go`).
