@@ -6,8 +6,8 @@
 //! shutdown signal. The CLI's `daemon` builds both with [`spawn`], runs the loop on tokio, and
 //! serves [`rpc`] over the handle; other CLI verbs reach a running daemon through [`client`].
 //!
-//! Transports: TCP (noise + yamux) and QUIC v1 ([`quic`], which reads go-libp2p's one-shot
-//! streams), as Kubo listens by default. Protocols: identify, ping, mDNS, peering, connection
+//! Transports: TCP (TLS as go-libp2p picks its cipher, [`tls`], or noise; then yamux) and QUIC
+//! v1 ([`quic`], which reads go-libp2p's one-shot streams), as Kubo listens by default. Protocols: identify, ping, mDNS, peering, connection
 //! limits and bitswap ([`behaviour`]).
 
 pub mod add;
@@ -26,6 +26,7 @@ mod quic;
 pub mod repo_stat;
 pub mod rpc;
 mod store_writer;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -256,10 +257,12 @@ pub fn spawn(
             // Small request/response exchanges (identify, later bitswap wants) should not wait
             // for Nagle.
             tcp::Config::default().nodelay(true),
-            noise::Config::new,
+            // TLS first, then noise: go-libp2p's order, so Kubo and we meet on TLS (AES-GCM
+            // where the CPU has it, see [`tls`]) and anything speaking only noise still works.
+            (tls::Config::new, noise::Config::new),
             yamux::Config::default,
         )
-        .map_err(|e| Error::Transport("tcp+noise", e.to_string()))?
+        .map_err(|e| Error::Transport("tcp+tls/noise", e.to_string()))?
         .with_other_transport(quic::transport)
         .map_err(|e| Error::Transport("quic", e.to_string()))?
         .with_behaviour(|key| {

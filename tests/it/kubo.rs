@@ -39,6 +39,8 @@ pub(crate) struct KuboOptions {
     pub(crate) swarm: Option<Vec<String>>,
     /// Run the driver under `ip netns exec NAME` (root; a namespace the test made).
     pub(crate) netns: Option<String>,
+    /// The one TCP security transport Kubo offers (`"tls"` or `"noise"`); default both.
+    pub(crate) security: Option<&'static str>,
 }
 
 /// A running Kubo node in a child process.
@@ -138,6 +140,9 @@ impl KuboPeer {
         let mut req = json!({"cmd": "start", "ed25519": opts.ed25519, "mdns": opts.mdns});
         if let Some(swarm) = opts.swarm {
             req["swarm"] = json!(swarm);
+        }
+        if let Some(security) = opts.security {
+            req["security"] = json!(security);
         }
         let started = peer.request(req, READY_DEADLINE)?;
         peer.id = str_field(&started, "id")?;

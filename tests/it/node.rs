@@ -740,6 +740,7 @@ fn node_mdns_finds_kubo_across_a_veth_pair() {
         // path the loopback tests do not cover in a namespace.
         swarm: Some(vec![format!("/ip4/{}/tcp/4001", NetnsPair::A_IP)]),
         netns: Some(ns.a.clone()),
+        security: None,
     }) else {
         return;
     };
@@ -830,6 +831,64 @@ fn node_kubo_rsa_fetches_from_daemon_over_bitswap() {
 #[test]
 fn node_kubo_ed25519_fetches_from_daemon_over_bitswap() {
     kubo_fetches_from_daemon(true);
+}
+
+/// Kubo offering only `security` on TCP: it dials one daemon (we answer the handshake) and
+/// fetches a file we added, and a second daemon dials it (we start the handshake) and cats a
+/// file it added. With both offered, Kubo and we settle on TLS (go-libp2p's order and ours).
+fn kubo_over_only(security: &'static str) {
+    let Some(mut k) = kubo_or_skip_with(KuboOptions {
+        ed25519: true,
+        security: Some(security),
+        ..KuboOptions::default()
+    }) else {
+        return;
+    };
+    let server = TestRepo::init();
+    let ours = server.path().join("ours.jpg");
+    std::fs::write(&ours, crate::corpus::Prng::new(61).bytes((3 << 20) + 17)).unwrap();
+    let our_cid = server.cmd().args(["add", "-Q"]).arg(&ours).stdout();
+    let d = WandaDaemon::start(&server);
+    k.connect(&d.tcp_addr(), NET_DEADLINE)
+        .unwrap_or_else(|e| panic!("Kubo ({security} only) could not dial us: {e}"));
+    let dest = server.path().join("ours.out");
+    k.download(&our_cid, &dest, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("Kubo ({security} only) could not fetch from us: {e}"));
+    eqnice!(
+        crate::util::sha256_file(&ours),
+        crate::util::sha256_file(&dest)
+    );
+
+    let client = TestRepo::init();
+    let theirs = crate::corpus::Prng::new(62).bytes((3 << 20) + 29);
+    let src = client.path().join("theirs.jpg");
+    std::fs::write(&src, &theirs).unwrap();
+    let their_cid = k.add(&src, false).unwrap();
+    let d2 = WandaDaemon::start(&client);
+    let target = k
+        .addrs()
+        .iter()
+        .find(|a| a.contains("/tcp/"))
+        .expect("Kubo listens on TCP")
+        .clone();
+    d2.cli_ok(&["swarm", "connect", &target]);
+    let out = d2.cli(&["cat", &their_cid]);
+    assert!(out.status.success(), "{}", out.stderr_str());
+    eqnice!(sha256_hex(&theirs), sha256_hex(&out.stdout));
+    for d in [d, d2] {
+        let (s, _) = d.terminate();
+        assert!(s.success());
+    }
+}
+
+#[test]
+fn node_tcp_tls_interoperates_with_kubo_both_ways() {
+    kubo_over_only("tls");
+}
+
+#[test]
+fn node_tcp_noise_interoperates_with_kubo_both_ways() {
+    kubo_over_only("noise");
 }
 
 // ---- cat/get through the daemon, fetching what the repo lacks ----------------------------------
