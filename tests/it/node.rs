@@ -865,13 +865,8 @@ fn kubo_over_only(security: &'static str) {
     std::fs::write(&src, &theirs).unwrap();
     let their_cid = k.add(&src, false).unwrap();
     let d2 = WandaDaemon::start(&client);
-    let target = k
-        .addrs()
-        .iter()
-        .find(|a| a.contains("/tcp/"))
-        .expect("Kubo listens on TCP")
-        .clone();
-    d2.cli_ok(&["swarm", "connect", &target]);
+    let kubo_tcp = k.tcp_addr().expect("Kubo listens on TCP");
+    d2.cli_ok(&["swarm", "connect", kubo_tcp]);
     let out = d2.cli(&["cat", &their_cid]);
     assert!(out.status.success(), "{}", out.stderr_str());
     eqnice!(sha256_hex(&theirs), sha256_hex(&out.stdout));
@@ -929,13 +924,8 @@ fn node_daemon_fetches_from_kubo_for_cat_and_get() {
     let dir_cid = k.add(&src, false).unwrap();
     let file_cid = k.add(&src.join("image_0001.jpg"), false).unwrap();
     let d = WandaDaemon::start(&repo);
-    let target = k
-        .addrs()
-        .iter()
-        .find(|a| a.contains("/tcp/"))
-        .expect("Kubo listens on TCP")
-        .clone();
-    d.cli_ok(&["swarm", "connect", &target]);
+    let kubo_tcp = k.tcp_addr().expect("Kubo listens on TCP");
+    d.cli_ok(&["swarm", "connect", kubo_tcp]);
 
     let t = Instant::now();
     let out = d.cli(&["cat", &file_cid]);
