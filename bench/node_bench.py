@@ -21,7 +21,9 @@ drift on a shared machine hits each alike, then wanda-ipfs's fetches, interleave
   on an existing repo so no key is generated.
 
 Before every transfer both servers' repos are dropped from the page cache (`--cache warm` reads
-them in instead), so both read their blocks from disk alike.
+them in instead), so both read their blocks from disk alike, the disk is synced and the servers
+and the fetcher are waited on until they are idle (`quiesce`: Kubo's Go runtime keeps working for a
+while after serving 256 MiB, and the row order otherwise put our server after Kubo's every time).
 Every fetching Kubo is a fresh process with a fresh repo, connected to one server only; its repo is
 on tmpfs (--fetcher-dir, default /dev/shm), as is every fetching wanda-ipfs daemon's, so that the
 fetchers' block writes and fsyncs, on the disk the servers read from, do not set the pace. Servers serve
@@ -251,6 +253,34 @@ def warm(tree):
             continue
 
 
+def cpu_ticks(pid):
+    """User + system clock ticks the process has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def quiesce(pids, window=0.3, idle_ticks=3, limit=10.0):
+    """Waits (at most `limit` s) until the given processes used under `idle_ticks` clock ticks in
+    one `window`, after syncing the disk. Every transfer then starts on a quiet machine: without
+    it the transfer right after one served by Kubo shared the CPU with that Go process's
+    post-transfer GC and memory scavenging, and the row order put the same server after Kubo
+    every time. True if the processes went quiet in time."""
+    os.sync()
+    deadline = time.monotonic() + limit
+    before = sum(cpu_ticks(p) for p in pids)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = sum(cpu_ticks(p) for p in pids)
+        if now - before < idle_ticks:
+            return True
+        before = now
+    return False
+
+
 def reset_peak(pid):
     """Resets the process's VmHWM to its current RSS (`echo 5 > /proc/PID/clear_refs`, Linux >= 4.0),
     so the next VmHWM read is the peak of what happened in between. False if not allowed."""
@@ -343,6 +373,7 @@ def main():
                 if first is None:
                     f.call({"cmd": "connect", "multiaddr": server.tcp}, 60)
                 prepare(server_dir(server))
+                quiesce([wd.p.pid, ks.p.pid, f.p.pid])
                 reset_peak(server.p.pid)
                 t0 = time.perf_counter()
                 if how == "pin":
@@ -376,6 +407,7 @@ def main():
                     return None, None, None, f"swarm connect: {c.stderr.decode(errors='replace').strip()}"
                 dest = os.path.join(work, "catted")
                 prepare(server_dir(server))
+                quiesce([wd.p.pid, ks.p.pid, d.p.pid])
                 reset_peak(server.p.pid)
                 with open(dest, "wb") as out:
                     t0 = time.perf_counter()
