@@ -7,8 +7,8 @@
 //! serves [`rpc`] over the handle; other CLI verbs reach a running daemon through [`client`].
 //!
 //! Transports: TCP (TLS as go-libp2p picks its cipher, [`tls`], or noise; then yamux) and QUIC
-//! v1 ([`quic`], which reads go-libp2p's one-shot streams), as Kubo listens by default. Protocols: identify, ping, mDNS, peering, connection
-//! limits and bitswap ([`behaviour`]).
+//! v1 ([`quic`], which reads go-libp2p's one-shot streams), as Kubo listens by default.
+//! Protocols: identify, ping, mDNS, peering, connection limits and bitswap ([`behaviour`]).
 
 pub mod add;
 pub mod behaviour;

@@ -151,17 +151,17 @@ async fn pin_one(node: &Node, arg: &str, recursive: bool) -> Result<Cid, ApiErro
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut known = HashMap::new();
-        if recursive {
-            known = fetch_dag(node, cid)
+        let known = if recursive {
+            fetch_dag(node, cid)
                 .await
                 .map_err(|e| ApiError::internal(format!("pin: {e}")))?
-                .links;
+                .links
         } else {
             node.ensure(cid)
                 .await
                 .map_err(|e| ApiError::internal(format!("pin: block {cid}: {e}")))?;
-        }
+            HashMap::new()
+        };
         let s = store.clone();
         match blocking(move || Ok(s.pin_with_links(&cid, mode, &known))).await? {
             Ok(()) => return Ok(cid),

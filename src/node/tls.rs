@@ -177,11 +177,9 @@ where
 
     fn upgrade_outbound(self, socket: C, _: Self::Info) -> Self::Future {
         async move {
-            // The spec forbids sending SNI; rustls sends none for an IP address name. Which
-            // peer we meant is checked by the swarm against the peer id returned here.
-            let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
+            // Which peer we meant is checked by the swarm against the peer id returned here.
             let stream = futures_rustls::TlsConnector::from(self.client)
-                .connect(name, socket)
+                .connect(no_sni(), socket)
                 .await
                 .map_err(TlsError::Connect)?;
             let peer = peer_of(stream.get_ref().1)?;
@@ -189,6 +187,12 @@ where
         }
         .boxed()
     }
+}
+
+/// The server name a client passes: the spec forbids sending SNI, and rustls sends none for an
+/// IP address.
+fn no_sni() -> ServerName<'static> {
+    ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into())
 }
 
 /// Our certificate, for both roles. Handed over through a resolver because rustls's
@@ -256,9 +260,7 @@ impl Verifier {
         certificate::parse(cert)
             .map_err(bad_certificate)?
             .verify_signature(dss.scheme, message, dss.signature())
-            .map_err(|e| {
-                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-            })?;
+            .map_err(bad_certificate)?;
         Ok(HandshakeSignatureValid::assertion())
     }
 
@@ -285,7 +287,8 @@ fn tls12_refused() -> rustls::Error {
     rustls::Error::General("libp2p TLS is TLS 1.3 only".into())
 }
 
-fn bad_certificate(e: certificate::ParseError) -> rustls::Error {
+/// A certificate that does not parse as a libp2p one, or whose key did not make the signature.
+fn bad_certificate(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
@@ -375,6 +378,16 @@ mod tests {
         (c.expect("client in time"), s.expect("server in time"))
     }
 
+    /// An ordinary self-signed certificate (no libp2p extension) and its key.
+    fn plain_certificate() -> (
+        CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let plain = rcgen::generate_simple_self_signed(vec!["example.org".into()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(plain.key_pair.serialize_der().into());
+        (plain.cert.der().clone(), key)
+    }
+
     fn suite(s: &TlsStream<TcpStream>) -> CipherSuite {
         s.get_ref().1.negotiated_cipher_suite().unwrap().suite()
     }
@@ -421,23 +434,21 @@ mod tests {
     /// handshake (with a clear error) instead of accepting an anonymous peer.
     #[tokio::test]
     async fn a_plain_certificate_is_refused() {
-        let plain = rcgen::generate_simple_self_signed(vec!["example.org".into()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(plain.key_pair.serialize_der().into());
+        let (cert, key) = plain_certificate();
         let mut client = rustls::ClientConfig::builder_with_provider(provider(true).into())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Verifier))
-            .with_client_auth_cert(vec![plain.cert.der().clone()], key)
+            .with_client_auth_cert(vec![cert], key)
             .unwrap();
         client.alpn_protocols = vec![ALPN.to_vec()];
         let (c, s) = pair().await;
         let server = Config::new(&Keypair::generate_ed25519()).unwrap();
-        let name = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::UNSPECIFIED).into());
         // The client side's own result depends on when the alert lands; the server's is the
         // point.
         let (_, s) = tokio::join!(
-            futures_rustls::TlsConnector::from(Arc::new(client)).connect(name, c),
+            futures_rustls::TlsConnector::from(Arc::new(client)).connect(no_sni(), c),
             server.upgrade_inbound(s, PROTOCOL),
         );
         let e = s.map(|(p, _)| p).expect_err("refused");
@@ -447,13 +458,12 @@ mod tests {
     /// And a server whose certificate is not a libp2p one is refused by our client.
     #[tokio::test]
     async fn a_server_without_the_libp2p_extension_is_refused() {
-        let plain = rcgen::generate_simple_self_signed(vec!["example.org".into()]).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(plain.key_pair.serialize_der().into());
+        let (cert, key) = plain_certificate();
         let mut server = rustls::ServerConfig::builder_with_provider(provider(true).into())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![plain.cert.der().clone()], key)
+            .with_single_cert(vec![cert], key)
             .unwrap();
         server.alpn_protocols = vec![ALPN.to_vec()];
         let (c, s) = pair().await;
