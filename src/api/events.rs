@@ -31,7 +31,7 @@ pub(super) async fn stream(
         let ev = match got {
             Ok(e) => SseEvent::default()
                 .event(e.kind.name())
-                .json_data(&e)
+                .json_data(&*e)
                 .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")),
             Err(RecvError::Lagged(n)) => SseEvent::default()
                 .event("lagged")

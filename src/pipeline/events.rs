@@ -5,6 +5,13 @@
 //! events and is told so ([`tokio::sync::broadcast::error::RecvError::Lagged`]), so a slow
 //! browser never holds memory or the pipeline back. Events are hints to refresh; the store
 //! stays the truth.
+//!
+//! Slots hold `Arc<Event>`: tokio's broadcast channel builds every slot when it is created, so
+//! 1024 inline events (~144 bytes each) were 147 KiB written at start and resident for the
+//! daemon's life, whether or not anyone ever subscribed. With a pointer a slot is about a quarter
+//! of that, and subscribers share one copy of each event.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -110,7 +117,7 @@ impl Event {
 /// The sending side, shared by the pipeline's tasks and the API. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Event>,
+    tx: broadcast::Sender<Arc<Event>>,
 }
 
 impl Default for Events {
@@ -128,10 +135,10 @@ impl Events {
 
     /// Sends to every current subscriber; with none, the event is dropped.
     pub fn emit(&self, e: Event) {
-        let _ = self.tx.send(e);
+        let _ = self.tx.send(Arc::new(e));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
 }
