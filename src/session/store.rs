@@ -38,8 +38,10 @@ pub(super) const CIDS: MultimapTableDefinition<&str, (&str, u32)> =
 pub(super) const INFO: TableDefinition<&str, u64> = TableDefinition::new("info");
 
 const SCHEMA_VERSION: u64 = 1;
-/// redb's page cache: the records of a long session are a few MiB at most.
-const CACHE_BYTES: usize = 4 << 20;
+/// redb's page cache, small for the reasons the blockstore's is (`blockstore::meta::CACHE_BYTES`):
+/// below 512 KiB of reads, the half-MiB allocator-state pages redb reads at open and at the
+/// first commit are not kept; session records are read a few at a time.
+const CACHE_BYTES: usize = 512 << 10;
 
 /// File name of the store inside the repo.
 pub const SESSIONS_DB: &str = "sessions.redb";
