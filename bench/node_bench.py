@@ -358,6 +358,8 @@ def main():
         ks = Kubo(ks_dir, reuse=True)
         closers.append(ks.close)
 
+        unquiet = []  # transfers that started before the processes went quiet (quiesce's limit)
+
         def server_dir(server):
             return r1 if server is wd else ks_dir
 
@@ -378,7 +380,8 @@ def main():
                 if first is None:
                     f.call({"cmd": "connect", "multiaddr": server.tcp}, 60)
                 prepare(server_dir(server))
-                quiesce([wd.p.pid, ks.p.pid, f.p.pid])
+                if not quiesce([wd.p.pid, ks.p.pid, f.p.pid]):
+                    unquiet.append(how)
                 reset_peak(server.p.pid)
                 t0 = time.perf_counter()
                 if how == "pin":
@@ -412,7 +415,8 @@ def main():
                     return None, None, None, f"swarm connect: {c.stderr.decode(errors='replace').strip()}"
                 dest = os.path.join(work, "catted")
                 prepare(server_dir(server))
-                quiesce([wd.p.pid, ks.p.pid, d.p.pid])
+                if not quiesce([wd.p.pid, ks.p.pid, d.p.pid]):
+                    unquiet.append(how)
                 reset_peak(server.p.pid)
                 with open(dest, "wb") as out:
                     t0 = time.perf_counter()
@@ -521,6 +525,9 @@ def main():
               f"interpreter with the driver's imports is {py_rss:.1f} MiB of it.")
         if not peaks_reset:
             print("VmHWM could not be reset (/proc/PID/clear_refs): serving peaks include start-up.")
+        if unquiet:
+            print(f"{len(unquiet)} transfer(s) ({', '.join(sorted(set(unquiet)))}) started before the servers "
+                  "and the fetcher went quiet (10 s wait): a busy machine; treat this run's figures with care.")
         where_f = args.fetcher_dir or "disk (the work dir)"
         print(f"Fetching Kubos' repos on {where_f}. Per-run ratios wanda/Kubo, sorted: pin {pin_ratios}, "
               f"download {dl_ratios}.")
